@@ -1,0 +1,213 @@
+package tokenv2
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/golang-jwt/jwt/v5"
+	"github.com/google/uuid"
+	"golang.org/x/crypto/ssh"
+)
+
+// MaxMintTTL is the longest lifetime Mint gives a token.
+const MaxMintTTL = 24 * time.Hour
+
+// ParsePrivateKey reads an ECDSA, Ed25519 or RSA private key in OpenSSH,
+// PEM (PKCS#8, SEC1, PKCS#1) or JWK form. Passphrase-protected keys are not
+// supported.
+func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+	var key any
+	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
+		var jwk jose.JSONWebKey
+		if err := jwk.UnmarshalJSON(trimmed); err != nil {
+			return nil, fmt.Errorf("not a JWK: %v", err)
+		}
+		if jwk.IsPublic() {
+			return nil, errors.New("the JWK is a public key; a private key is needed")
+		}
+		key = jwk.Key
+	} else {
+		var err error
+		key, err = ssh.ParseRawPrivateKey(data)
+		var missing *ssh.PassphraseMissingError
+		if errors.As(err, &missing) {
+			return nil, errors.New("the key is protected by a passphrase, which is not supported")
+		}
+		if err != nil {
+			return nil, fmt.Errorf("not a private key in OpenSSH, PEM or JWK form: %v", err)
+		}
+	}
+	switch k := key.(type) {
+	case *ed25519.PrivateKey:
+		return *k, nil
+	case ed25519.PrivateKey, *ecdsa.PrivateKey:
+		return k.(crypto.Signer), nil
+	case *rsa.PrivateKey:
+		if k.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("RSA key of %d bits is shorter than %d", k.N.BitLen(), minRSABits)
+		}
+		return k, nil
+	default:
+		return nil, fmt.Errorf("key type %T cannot sign token_v2 tokens", key)
+	}
+}
+
+// ParsePublicKey reads a public key: any private key ParsePrivateKey
+// reads, an authorized_keys line, a PEM public key (PKIX or PKCS#1) or a
+// public JWK.
+func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
+	if signer, err := ParsePrivateKey(data); err == nil {
+		return signer.Public(), nil
+	}
+	trimmed := bytes.TrimSpace(data)
+	var key any
+	switch {
+	case len(trimmed) > 0 && trimmed[0] == '{':
+		var jwk jose.JSONWebKey
+		if err := jwk.UnmarshalJSON(trimmed); err != nil {
+			return nil, fmt.Errorf("not a JWK: %v", err)
+		}
+		key = jwk.Public().Key
+	case bytes.HasPrefix(trimmed, []byte("-----BEGIN")):
+		block, _ := pem.Decode(trimmed)
+		if block == nil {
+			return nil, errors.New("not a PEM block")
+		}
+		var err error
+		switch block.Type {
+		case "PUBLIC KEY":
+			key, err = x509.ParsePKIXPublicKey(block.Bytes)
+		case "RSA PUBLIC KEY":
+			key, err = x509.ParsePKCS1PublicKey(block.Bytes)
+		default:
+			return nil, fmt.Errorf("PEM block %q is not a key this command reads", block.Type)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("reading PEM %s: %v", block.Type, err)
+		}
+	default:
+		pub, _, _, _, err := ssh.ParseAuthorizedKey(trimmed)
+		if err != nil {
+			return nil, errors.New("not a key in OpenSSH, PEM or JWK form")
+		}
+		cpk, ok := pub.(ssh.CryptoPublicKey)
+		if !ok {
+			return nil, fmt.Errorf("SSH key type %s cannot be used", pub.Type())
+		}
+		key = cpk.CryptoPublicKey()
+	}
+	switch k := key.(type) {
+	case *ecdsa.PublicKey, ed25519.PublicKey:
+		return k, nil
+	case *rsa.PublicKey:
+		if k.N.BitLen() < minRSABits {
+			return nil, fmt.Errorf("RSA key of %d bits is shorter than %d", k.N.BitLen(), minRSABits)
+		}
+		return k, nil
+	default:
+		return nil, fmt.Errorf("key type %T cannot sign token_v2 tokens", key)
+	}
+}
+
+// AuthorizedKeyLine returns the authorized_keys line for pub and user.
+func AuthorizedKeyLine(pub crypto.PublicKey, user string) (string, error) {
+	if user == "" || strings.ContainsAny(user, "#\r\n") {
+		return "", errors.New("the user name must be non-empty and hold no '#' or line break")
+	}
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		return "", fmt.Errorf("converting to an SSH key: %v", err)
+	}
+	return strings.TrimSpace(string(ssh.MarshalAuthorizedKey(sshPub))) + " " + user, nil
+}
+
+// Algorithm returns the JWS algorithm for a key: EdDSA for Ed25519, ES256,
+// ES384 or ES512 by ECDSA curve, PS512 for RSA (RS512 if rs512 is set).
+func Algorithm(pub crypto.PublicKey, rs512 bool) (string, error) {
+	switch k := pub.(type) {
+	case ed25519.PublicKey:
+		return "EdDSA", nil
+	case *ecdsa.PublicKey:
+		switch k.Curve {
+		case elliptic.P256():
+			return "ES256", nil
+		case elliptic.P384():
+			return "ES384", nil
+		case elliptic.P521():
+			return "ES512", nil
+		}
+		return "", fmt.Errorf("ECDSA curve %s is not allowed", k.Curve.Params().Name)
+	case *rsa.PublicKey:
+		if rs512 {
+			return "RS512", nil
+		}
+		return "PS512", nil
+	}
+	return "", fmt.Errorf("key type %T cannot sign token_v2 tokens", pub)
+}
+
+// MintRequest describes a token to mint.
+type MintRequest struct {
+	Key      crypto.Signer
+	Issuer   string
+	Subject  string
+	Audience string
+	TTL      time.Duration
+	// RS512 selects RS512 instead of PS512 for an RSA key.
+	RS512 bool
+	// Now is the issue time; zero means time.Now().
+	Now time.Time
+}
+
+// Mint returns a token_v2 JWT: kid the key's SSH SHA-256 fingerprint, jti a
+// fresh UUID, iat and nbf now, exp now plus TTL.
+func Mint(req MintRequest) (string, error) {
+	switch {
+	case req.Issuer == "":
+		return "", errors.New("the issuer must not be empty")
+	case req.Subject == "":
+		return "", errors.New("the subject must not be empty")
+	case req.Audience == "":
+		return "", errors.New("the audience must not be empty")
+	case req.TTL <= 0 || req.TTL > MaxMintTTL:
+		return "", errors.New("the ttl must be more than 0 and at most 24h")
+	}
+	alg, err := Algorithm(req.Key.Public(), req.RS512)
+	if err != nil {
+		return "", err
+	}
+	kid, err := SSHFingerprint(req.Key.Public())
+	if err != nil {
+		return "", err
+	}
+	now := req.Now
+	if now.IsZero() {
+		now = time.Now()
+	}
+	tok := jwt.NewWithClaims(algorithms[alg].method, jwt.MapClaims{
+		"iss": req.Issuer,
+		"sub": req.Subject,
+		"aud": req.Audience,
+		"jti": uuid.NewString(),
+		"iat": now.Unix(),
+		"nbf": now.Unix(),
+		"exp": now.Add(req.TTL).Unix(),
+	})
+	tok.Header["kid"] = kid
+	signed, err := tok.SignedString(req.Key)
+	if err != nil {
+		return "", fmt.Errorf("signing: %v", err)
+	}
+	return signed, nil
+}
