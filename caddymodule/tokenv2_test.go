@@ -24,7 +24,7 @@ import (
 func TestTokenV2Caddyfile(t *testing.T) {
 	for _, tc := range []struct {
 		name, input, err string
-		want         TokenV2
+		want             TokenV2
 	}{
 		{"full", "token_v2 {\n authorized_keys /etc/keys\n audience node\n leeway 5s\n}", "", TokenV2{AuthorizedKeys: "/etc/keys", Audience: "node", Leeway: caddy.Duration(5 * time.Second)}},
 		{"file only", "token_v2 {\n authorized_keys /etc/keys\n}", "", TokenV2{AuthorizedKeys: "/etc/keys"}},
