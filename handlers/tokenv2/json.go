@@ -126,6 +126,9 @@ func parseDate(raw json.RawMessage) (int64, error) {
 		if err != nil {
 			return 0, fmt.Errorf("%s is not a date: %v", raw, err)
 		}
+		if f.IsInf() {
+			return 0, fmt.Errorf("%s is out of range", raw)
+		}
 		i, _ := f.Int(nil) // truncates toward zero: the fraction is dropped
 		if !i.IsInt64() {
 			return 0, fmt.Errorf("%s is out of range", raw)

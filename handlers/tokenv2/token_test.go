@@ -431,6 +431,7 @@ func TestDateForms(t *testing.T) {
 		{"boolean", true, ReasonClaims},
 		{"null", nil, ReasonClaims},
 		{"absurd", rawJSON("1e300"), ReasonClaims},
+		{"exponent beyond float range", rawJSON("1E700000000"), ReasonClaims},
 		{"object", map[string]any{}, ReasonClaims},
 		{"words", "tomorrow", ReasonClaims},
 		{"negative digit string", "-5", ReasonClaims},
