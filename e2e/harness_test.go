@@ -1,0 +1,474 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// binPath is the nutsgate binary built by TestMain.
+var binPath string
+
+// startTimeout bounds how long a gateway may take to answer on its site port.
+const startTimeout = 15 * time.Second
+
+// TestMain builds the binary once for every test in the package. A build failure fails the
+// package: these tests are never skipped.
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "nutsgate-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: temp dir:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	root, err := moduleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e:", err)
+		return 1
+	}
+	binPath = filepath.Join(dir, "nutsgate")
+	build := exec.Command("go", "build", "-o", binPath, "./cmd/nutsgate")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/nutsgate failed: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// moduleRoot returns the directory holding go.mod, found from the package directory upwards.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the e2e directory")
+		}
+		dir = parent
+	}
+}
+
+// childEnv is the environment for every run of the binary: the caller's, with HOME and the XDG
+// directories moved into dir so Caddy's autosave and storage never touch the real home.
+func childEnv(dir string) []string {
+	env := os.Environ()
+	for _, name := range []string{"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"} {
+		env = append(env, name+"="+dir)
+	}
+	return env
+}
+
+// result is what one finished run of the binary produced.
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// runBin runs the binary with args to completion (bounded by timeout) and returns its output and
+// exit status. It fails the test if the process cannot be started or does not finish in time.
+func runBin(t *testing.T, timeout time.Duration, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binPath, args...)
+	cmd.Env = childEnv(t.TempDir())
+	cmd.SysProcAttr = childProcAttr()
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		t.Fatalf("nutsgate %s: did not finish within %s\nstdout:\n%s\nstderr:\n%s",
+			strings.Join(args, " "), timeout, &stdout, &stderr)
+	}
+	res := result{stdout: stdout.String(), stderr: stderr.String()}
+	var exitErr *exec.ExitError
+	switch {
+	case err == nil:
+	case errors.As(err, &exitErr):
+		res.code = exitErr.ExitCode()
+	default:
+		t.Fatalf("nutsgate %s: %v", strings.Join(args, " "), err)
+	}
+	return res
+}
+
+// ---- free ports ----
+
+var (
+	portsMu sync.Mutex
+	// portsUsed holds every port handed out in this process, so two parallel gateways never get
+	// the same one even if the kernel offers it twice.
+	portsUsed = map[int]bool{}
+)
+
+// freePort returns a loopback TCP port nothing listens on right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !portsUsed[port] {
+			portsUsed[port] = true
+			return port
+		}
+	}
+	t.Fatal("free port: no unused port after 100 attempts")
+	return 0
+}
+
+// ---- the recording upstream ----
+
+// recordedRequest is one request as the upstream (the stand-in Nuts node) received it.
+type recordedRequest struct {
+	Method   string
+	Path     string
+	RawQuery string
+	Header   http.Header
+}
+
+// upstream is a stand-in Nuts node on 127.0.0.1 that records every request and answers 200
+// "node ok".
+type upstream struct {
+	srv  *httptest.Server
+	mu   sync.Mutex
+	reqs []recordedRequest
+}
+
+// upstreamBody is what the upstream answers to every request.
+const upstreamBody = "node ok"
+
+// newUpstream starts a recording upstream, closed when the test ends.
+func newUpstream(t *testing.T) *upstream {
+	t.Helper()
+	u := &upstream{}
+	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		u.reqs = append(u.reqs, recordedRequest{
+			Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone(),
+		})
+		u.mu.Unlock()
+		io.Copy(io.Discard, r.Body)
+		_, _ = io.WriteString(w, upstreamBody)
+	}))
+	t.Cleanup(u.srv.Close)
+	return u
+}
+
+// hostPort is the upstream's address as reverse_proxy wants it.
+func (u *upstream) hostPort() string {
+	return strings.TrimPrefix(u.srv.URL, "http://")
+}
+
+// requestsFor returns the recorded requests whose path is path.
+func (u *upstream) requestsFor(path string) []recordedRequest {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	var out []recordedRequest
+	for _, r := range u.reqs {
+		if r.Path == path {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// assertSawNothing fails the test if the upstream received any request for path. Every test
+// request carries a unique path, so this isolates one request even on a shared gateway; a request
+// the gateway forwards reaches the upstream before the client gets its answer, so no waiting is
+// needed.
+func (u *upstream) assertSawNothing(t *testing.T, path string) {
+	t.Helper()
+	if got := u.requestsFor(path); len(got) != 0 {
+		t.Errorf("upstream received %d request(s) for %s, want none: %+v", len(got), path, got)
+	}
+}
+
+// assertSawExactly fails the test unless the upstream received exactly one request for path,
+// with this method and query, and carrying exactly one Authorization header equal, byte for byte,
+// to auth.
+func (u *upstream) assertSawExactly(t *testing.T, method, path, rawQuery, auth string) {
+	t.Helper()
+	got := u.requestsFor(path)
+	if len(got) != 1 {
+		t.Errorf("upstream received %d request(s) for %s, want exactly 1", len(got), path)
+		return
+	}
+	r := got[0]
+	if r.Method != method || r.RawQuery != rawQuery {
+		t.Errorf("upstream saw %s %s?%s, want %s %s?%s", r.Method, r.Path, r.RawQuery, method, path, rawQuery)
+	}
+	if vals := r.Header.Values("Authorization"); len(vals) != 1 || vals[0] != auth {
+		t.Errorf("upstream saw Authorization %q, want exactly [%q]", vals, auth)
+	}
+}
+
+// ---- the gateway process ----
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test reading at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// gateway is one running `nutsgate run` process.
+type gateway struct {
+	base   string      // http://127.0.0.1:<site port>
+	logs   *syncBuffer // the process's stderr, where Caddy writes its log
+	stdout *syncBuffer
+	up     *upstream
+}
+
+// caddyfileTemplate is the configuration every gateway runs: /internal/* behind token_v2 and
+// proxied to the upstream, everything else 404. The placeholders are filled by startGateway.
+const caddyfileTemplate = `{
+	admin 127.0.0.1:%d
+	default_bind 127.0.0.1
+	auto_https off
+	log {
+		level INFO
+	}
+}
+
+http://127.0.0.1:%d {
+	handle /internal/* {
+		token_v2 {
+			authorized_keys %s
+			audience %s
+		}
+		reverse_proxy %s
+	}
+	handle {
+		respond 404
+	}
+}
+`
+
+// testAudience is the audience every test gateway is configured with.
+const testAudience = "test-aud"
+
+// writeCaddyfile writes a gateway configuration for keysFile and up into a fresh temp dir and
+// returns its path and the site port it uses.
+func writeCaddyfile(t *testing.T, keysFile string, up *upstream) (path string, sitePort int) {
+	t.Helper()
+	sitePort = freePort(t)
+	cfg := fmt.Sprintf(caddyfileTemplate, freePort(t), sitePort, keysFile, testAudience, up.hostPort())
+	path = filepath.Join(t.TempDir(), "Caddyfile")
+	writeFileAtomic(t, path, []byte(cfg))
+	return path, sitePort
+}
+
+// startGateway starts `nutsgate run` with a Caddyfile protecting /internal/* with token_v2 over
+// keysFile and proxying to up. It returns once the site port answers, and kills the process when
+// the test ends; on failure the process's output is printed.
+func startGateway(t *testing.T, keysFile string, up *upstream) *gateway {
+	t.Helper()
+	cfgPath, sitePort := writeCaddyfile(t, keysFile, up)
+	g := &gateway{
+		base: "http://127.0.0.1:" + strconv.Itoa(sitePort),
+		logs: &syncBuffer{}, stdout: &syncBuffer{}, up: up,
+	}
+
+	cmd := exec.Command(binPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	cmd.Env = childEnv(t.TempDir())
+	cmd.SysProcAttr = childProcAttr()
+	cmd.Stdout, cmd.Stderr = g.stdout, g.logs
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start nutsgate: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() {
+		_ = cmd.Wait()
+		close(exited)
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("nutsgate pid %d did not exit after kill", cmd.Process.Pid)
+		}
+		if t.Failed() {
+			t.Logf("gateway stdout:\n%s\ngateway stderr:\n%s", g.stdout, g.logs)
+		}
+	})
+
+	deadline := time.Now().Add(startTimeout)
+	for {
+		select {
+		case <-exited:
+			t.Fatalf("nutsgate exited during start-up: %v", cmd.ProcessState)
+		default:
+		}
+		if resp, err := httpClient.Get(g.base + "/"); err == nil {
+			resp.Body.Close()
+			return g
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nutsgate did not answer on %s within %s", g.base, startTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// httpClient talks to gateways directly, never through a proxy from the environment.
+var httpClient = &http.Client{
+	Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true},
+	Timeout:   10 * time.Second,
+}
+
+// response is a gateway's answer with its body read.
+type response struct {
+	status int
+	header http.Header
+	body   string
+}
+
+// send makes one request to the gateway; auth is the Authorization header value, none if empty.
+func (g *gateway) send(t *testing.T, method, pathAndQuery, auth string) response {
+	t.Helper()
+	req, err := http.NewRequest(method, g.base+pathAndQuery, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, pathAndQuery, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: reading body: %v", method, pathAndQuery, err)
+	}
+	return response{status: resp.StatusCode, header: resp.Header, body: string(body)}
+}
+
+// probePath returns a fresh, unique path under /internal/ for one request, so the upstream's
+// record of it can be told apart from every other request.
+func probePath(t *testing.T) string {
+	t.Helper()
+	return "/internal/probe/" + newJTI()
+}
+
+// refusal describes why a response is not the gateway's uniform refusal, or "" if it is.
+func refusal(r response) string {
+	var problems []string
+	if r.status != http.StatusUnauthorized {
+		problems = append(problems, fmt.Sprintf("status %d, want 401", r.status))
+	}
+	if r.body != "Unauthorized" {
+		problems = append(problems, fmt.Sprintf("body %q, want %q", r.body, "Unauthorized"))
+	}
+	if got := r.header.Values("WWW-Authenticate"); len(got) != 1 || got[0] != "Bearer" {
+		problems = append(problems, fmt.Sprintf("WWW-Authenticate %q, want [\"Bearer\"]", got))
+	}
+	return strings.Join(problems, "; ")
+}
+
+// expectRefused sends one request with auth and asserts the uniform refusal (401, body
+// "Unauthorized", WWW-Authenticate: Bearer) and that the upstream never saw it.
+func (g *gateway) expectRefused(t *testing.T, auth string) {
+	t.Helper()
+	path := probePath(t)
+	if why := refusal(g.send(t, http.MethodGet, path, auth)); why != "" {
+		t.Errorf("Authorization %.60q: not refused properly: %s", auth, why)
+	}
+	g.up.assertSawNothing(t, path)
+}
+
+// tryGrant sends one request with auth and reports whether it was granted: 200 with the
+// upstream's body, and the upstream saw exactly that request with the Authorization header
+// intact. Otherwise it returns a description of what happened instead.
+func (g *gateway) tryGrant(t *testing.T, auth string) (ok bool, what string) {
+	t.Helper()
+	path, query := probePath(t), "probe=1&x=%3A"
+	r := g.send(t, http.MethodGet, path+"?"+query, auth)
+	if r.status != http.StatusOK || r.body != upstreamBody {
+		return false, fmt.Sprintf("status %d body %q", r.status, r.body)
+	}
+	g.up.assertSawExactly(t, http.MethodGet, path, query, auth)
+	return true, ""
+}
+
+// expectGranted asserts that a request with auth is granted and reaches the upstream intact.
+func (g *gateway) expectGranted(t *testing.T, auth string) {
+	t.Helper()
+	if ok, what := g.tryGrant(t, auth); !ok {
+		t.Errorf("Authorization %.60q: want grant (200 %q from upstream), got %s", auth, upstreamBody, what)
+	}
+}
+
+// eventually polls cond every 100 ms until it returns true or within has passed, then fails the
+// test with msg.
+func eventually(t *testing.T, within time.Duration, msg string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %s: %s", within, msg)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// ---- files ----
+
+// writeFileAtomic writes data to path through a temp file in the same directory and a rename,
+// so a watcher never sees a half-written file.
+func writeFileAtomic(t *testing.T, path string, data []byte) {
+	t.Helper()
+	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-"+filepath.Base(path)+"-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, werr := tmp.Write(data)
+	cerr := tmp.Close()
+	if err := errors.Join(werr, cerr, os.Chmod(tmp.Name(), 0o600), os.Rename(tmp.Name(), path)); err != nil {
+		os.Remove(tmp.Name())
+		t.Fatalf("write %s: %v", path, err)
+	}
+}
