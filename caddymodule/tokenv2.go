@@ -24,6 +24,7 @@ import (
 	"go.uber.org/zap/zapcore"
 
 	"github.com/nutsgate/nutsgate/handlers/tokenv2"
+	"github.com/nutsgate/nutsgate/internal/filewatch"
 )
 
 func init() {
@@ -133,7 +134,7 @@ func (t *TokenV2) Provision(ctx caddy.Context) error {
 			return nil, err
 		}
 		watchCtx, stop := context.WithCancel(context.Background())
-		go kf.Watch(watchCtx, tokenv2.DefaultPollInterval)
+		go kf.Watch(watchCtx, filewatch.DefaultInterval)
 		return &sharedKeys{verifier: v, stop: stop}, nil
 	})
 	if err != nil {

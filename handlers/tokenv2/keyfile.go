@@ -1,7 +1,6 @@
 package tokenv2
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -9,21 +8,20 @@ import (
 	"time"
 
 	"go.uber.org/zap"
-)
 
-// DefaultPollInterval is how often a KeyFile looks for changes.
-const DefaultPollInterval = 500 * time.Millisecond
+	"github.com/nutsgate/nutsgate/internal/filewatch"
+)
 
 // KeyFile keeps a Verifier's key set in step with an authorized_keys file
 // on disk. The file is read again whenever its content changes, whether it
 // was replaced by a rename or rewritten in place; a version that does not
-// parse leaves the last good key set in force.
+// parse, or a file that cannot be read, leaves the last good key set in
+// force and is logged with file and line.
 type KeyFile struct {
 	path     string
 	verifier *Verifier
 	logger   *zap.Logger
-	last     []byte // content of the key set in force, or of the last bad version
-	missing  bool   // the file could not be read at the last check
+	watcher  filewatch.Watcher
 }
 
 // LoadKeyFile reads path and puts its keys in force in v. It fails when the
@@ -31,6 +29,7 @@ type KeyFile struct {
 // lines and a file with no usable key are logged as warnings.
 func LoadKeyFile(path string, v *Verifier, logger *zap.Logger) (*KeyFile, error) {
 	kf := &KeyFile{path: path, verifier: v, logger: logger}
+	kf.watcher = filewatch.Watcher{Path: path, Load: kf.apply, Logger: logger}
 	data, err := os.ReadFile(path)
 	if err != nil {
 		return nil, fmt.Errorf("reading authorized_keys: %v", err)
@@ -38,46 +37,18 @@ func LoadKeyFile(path string, v *Verifier, logger *zap.Logger) (*KeyFile, error)
 	if err := kf.apply(data); err != nil {
 		return nil, err
 	}
+	kf.watcher.Prime(data)
 	return kf, nil
 }
 
 // Watch checks the file every interval until ctx ends.
-func (kf *KeyFile) Watch(ctx context.Context, interval time.Duration) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			kf.Check()
-		}
-	}
-}
+func (kf *KeyFile) Watch(ctx context.Context, interval time.Duration) { kf.watcher.Run(ctx, interval) }
 
 // Check reads the file and, if its content changed, puts the new key set in
-// force. Errors are logged, and the key set in force stays.
-func (kf *KeyFile) Check() {
-	data, err := os.ReadFile(kf.path)
-	if err != nil {
-		if !kf.missing {
-			kf.logger.Error("authorized_keys unreadable; keeping the keys in force", zap.String("file", kf.path), zap.Error(err))
-			kf.missing = true
-		}
-		return
-	}
-	kf.missing = false
-	if bytes.Equal(data, kf.last) {
-		return
-	}
-	if err := kf.apply(data); err != nil {
-		kf.logger.Error("authorized_keys invalid; keeping the keys in force", zap.Error(err))
-		kf.last = data // log a bad version once
-		return
-	}
-	kf.logger.Info("authorized_keys reloaded", zap.String("file", kf.path), zap.Int("keys", kf.verifier.Keys().Len()))
-}
+// force.
+func (kf *KeyFile) Check() { kf.watcher.Check() }
 
+// apply parses an authorized_keys content and puts its keys in force.
 func (kf *KeyFile) apply(data []byte) error {
 	ks, warnings, err := ParseAuthorizedKeys(data)
 	var pe *ParseError
@@ -97,6 +68,5 @@ func (kf *KeyFile) apply(data []byte) error {
 		kf.logger.Info("authorized key registered", zap.String("file", kf.path), zap.Int("line", k.Line), zap.String("user", k.User), zap.String("fingerprint", k.SSHFingerprint))
 	}
 	kf.verifier.SetKeys(ks)
-	kf.last = data
 	return nil
 }

@@ -1,0 +1,74 @@
+// Package filewatch keeps something in step with a file on disk, such as an
+// authorized_keys file or a deny list, without a config reload: the file is
+// read every interval and, whenever its content changed, handed over again.
+//
+// Polling the content, rather than watching file system events, sees every
+// way of changing a file (a rename over it, an in-place write, an edit on a
+// mounted volume) at the cost of one small read per interval.
+package filewatch
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"time"
+
+	"go.uber.org/zap"
+)
+
+// DefaultInterval is how often a file is read unless told otherwise.
+const DefaultInterval = 500 * time.Millisecond
+
+// Watcher hands each new content of a file to Load.
+type Watcher struct {
+	// Path is the file.
+	Path string
+	// Load puts a new content in force. When it fails, the content in force
+	// stays; the error is logged once for that content.
+	Load func(data []byte) error
+	// Logger receives load and read errors.
+	Logger *zap.Logger
+
+	last    []byte // the content last handed to Load
+	missing bool   // the file could not be read at the last check
+}
+
+// Prime records data as the content in force, so that Check calls Load only
+// once the file differs from it.
+func (w *Watcher) Prime(data []byte) { w.last = data }
+
+// Check reads the file and hands it to Load if it changed. A file that
+// cannot be read (removed, or unreadable) leaves the content in force and
+// is logged once.
+func (w *Watcher) Check() {
+	data, err := os.ReadFile(w.Path)
+	if err != nil {
+		if !w.missing {
+			w.Logger.Error("file unreadable; keeping what is in force", zap.String("file", w.Path), zap.Error(err))
+			w.missing = true
+		}
+		return
+	}
+	w.missing = false
+	if w.last != nil && bytes.Equal(data, w.last) {
+		return
+	}
+	w.last = data
+	if err := w.Load(data); err != nil {
+		w.Logger.Error("file invalid; keeping what is in force", zap.String("file", w.Path), zap.Error(err))
+	}
+}
+
+// Run calls Check every interval until ctx ends.
+func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			w.Check()
+		}
+	}
+}
