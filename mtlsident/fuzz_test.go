@@ -1,0 +1,87 @@
+package mtlsident
+
+import (
+	"crypto/x509/pkix"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
+
+// FuzzNormalizeDN: no input panics, and for ASCII input letter case never
+// changes the key.
+func FuzzNormalizeDN(f *testing.F) {
+	for _, s := range []string{"CN=node-a,O=Nuts,C=NL", `CN=a\,b+OU=x`, "E=#160161", `CN="q"`, `CN=\ x\ `, "oid.2.5.4.3=y"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		key, err := normalizeDN(s)
+		if err != nil || !isASCII(s) {
+			return
+		}
+		upper, err := normalizeDN(strings.ToUpper(s))
+		if err != nil || upper != key {
+			t.Fatalf("%q gives %q but its upper case %q, %v", s, key, upper, err)
+		}
+	})
+}
+
+func isASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] >= utf8.RuneSelf {
+			return false
+		}
+	}
+	return true
+}
+
+// FuzzSubjectRoundTrip: for any subject, the DN the identity renders is a
+// deny entry that denies that very certificate, and one that differs in one
+// value does not.
+func FuzzSubjectRoundTrip(f *testing.F) {
+	f.Add("node-a", "Nuts, B.V.", "#ops+dev")
+	f.Add(" lead", "trail ", `back\slash"quote`)
+	f.Fuzz(func(t *testing.T, cn, o, ou string) {
+		if !utf8.ValidString(cn+o+ou) || cn == "" || o == "" || ou == "" || strings.ContainsRune(cn+o+ou, 0) {
+			return
+		}
+		id, err := FromCertificate(certWith(t, pkix.RDNSequence{{atv(oidO, o)}, {atv(oidOU, ou), atv(oidCommonName, cn)}}))
+		if err != nil {
+			return // a value Go cannot encode or a DN too long
+		}
+		e, err := ParseEntry(id.Subject)
+		if err != nil {
+			t.Fatalf("rendered subject %q does not parse: %v", id.Subject, err)
+		}
+		if _, ok := NewDenyList([]Entry{e}).Denies(id); !ok {
+			t.Fatalf("entry %q does not deny its own certificate", id.Subject)
+		}
+		otherID, err := FromCertificate(certWith(t, pkix.RDNSequence{{atv(oidO, o+"x")}, {atv(oidOU, ou), atv(oidCommonName, cn)}}))
+		if err == nil {
+			if _, ok := NewDenyList([]Entry{e}).Denies(otherID); ok {
+				t.Fatalf("entry %q denies %q too", id.Subject, otherID.Subject)
+			}
+		}
+	})
+}
+
+// BenchmarkIdentity is the per-request cost of identifying a client.
+func BenchmarkIdentity(b *testing.B) {
+	cert := certWith(b, pkix.RDNSequence{{atv(oidC, "NL")}, {atv(oidO, "Nuts")}, {atv(oidCommonName, "node-a.example.org")}})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := FromCertificate(cert); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// BenchmarkIdentify is the same for a certificate seen before.
+func BenchmarkIdentify(b *testing.B) {
+	cert := certWith(b, pkix.RDNSequence{{atv(oidC, "NL")}, {atv(oidO, "Nuts")}, {atv(oidCommonName, "node-a.example.org")}})
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Identify(cert); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

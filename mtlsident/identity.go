@@ -1,0 +1,131 @@
+// Package mtlsident identifies the client of a request by its verified TLS
+// client certificate, matches it against deny lists, and encodes the
+// certificate for the header in which a Nuts node reads it when TLS is
+// offloaded to a proxy. It has no Caddy import.
+package mtlsident
+
+import (
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"sync"
+)
+
+// oidCommonName is the attribute type of a subject's CN.
+var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
+
+// Identity is who a client is, by its verified leaf certificate.
+type Identity struct {
+	// Subject is the certificate's subject DN as an RFC 2253 string, rendered
+	// from the full raw subject: every RDN, in order.
+	Subject string
+	// CN is the subject's common name, empty if it has none.
+	CN string
+	// Fingerprint is the SHA-256 of the certificate's DER, lower-case hex.
+	Fingerprint string
+	// Issuer is the issuer DN as an RFC 2253 string.
+	Issuer string
+
+	subjectKey string // normalised Subject, for deny-list matching
+}
+
+// ErrAmbiguous is returned for a certificate whose subject holds more than
+// one CN: which of them names the client is not clear, so it is refused.
+var ErrAmbiguous = errors.New("certificate subject holds more than one CN")
+
+// cacheSize bounds how many certificates Identify remembers.
+const cacheSize = 10000
+
+// identities remembers the identities of the certificates Identify has seen,
+// keyed by fingerprint, since a client sends many requests.
+var identities = struct {
+	sync.RWMutex
+	m map[[sha256.Size]byte]cachedIdentity
+}{m: make(map[[sha256.Size]byte]cachedIdentity)}
+
+type cachedIdentity struct {
+	id  Identity
+	err error
+}
+
+// Identify returns FromCertificate(cert), remembering it for the next
+// request with the same certificate.
+func Identify(cert *x509.Certificate) (Identity, error) {
+	sum := sha256.Sum256(cert.Raw)
+	identities.RLock()
+	c, ok := identities.m[sum]
+	identities.RUnlock()
+	if ok {
+		return c.id, c.err
+	}
+	c.id, c.err = fromCertificate(cert, sum)
+	identities.Lock()
+	for k := range identities.m {
+		if len(identities.m) < cacheSize {
+			break
+		}
+		delete(identities.m, k)
+	}
+	identities.m[sum] = c
+	identities.Unlock()
+	return c.id, c.err
+}
+
+// FromCertificate returns the identity of a verified leaf certificate.
+func FromCertificate(cert *x509.Certificate) (Identity, error) {
+	return fromCertificate(cert, sha256.Sum256(cert.Raw))
+}
+
+func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, error) {
+	subject, err := parseName(cert.RawSubject)
+	if err != nil {
+		return Identity{}, fmt.Errorf("reading certificate subject: %v", err)
+	}
+	issuer, err := parseName(cert.RawIssuer)
+	if err != nil {
+		return Identity{}, fmt.Errorf("reading certificate issuer: %v", err)
+	}
+	var cn string
+	cns := 0
+	for _, rdn := range subject {
+		for _, atv := range rdn {
+			if atv.Type.Equal(oidCommonName) {
+				cns++
+				cn = fmt.Sprint(atv.Value)
+			}
+		}
+	}
+	if cns > 1 {
+		return Identity{}, ErrAmbiguous
+	}
+	id := Identity{
+		Subject:     subject.String(),
+		CN:          cn,
+		Fingerprint: hex.EncodeToString(sum[:]),
+		Issuer:      issuer.String(),
+	}
+	key, err := normalizeDN(id.Subject)
+	if err != nil {
+		return Identity{}, fmt.Errorf("normalising subject %q: %v", id.Subject, err)
+	}
+	id.subjectKey = key
+	return id, nil
+}
+
+// parseName decodes a raw DER Name into its RDN sequence. Unlike
+// x509.Certificate.Subject it keeps every attribute, repeated CNs included.
+func parseName(raw []byte) (pkix.RDNSequence, error) {
+	var rdns pkix.RDNSequence
+	rest, err := asn1.Unmarshal(raw, &rdns)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) > 0 {
+		return nil, errors.New("trailing data after the name")
+	}
+	return rdns, nil
+}
