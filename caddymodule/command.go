@@ -1,10 +1,15 @@
 package caddymodule
 
 import (
+	"bytes"
 	"crypto/rsa"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
@@ -15,6 +20,38 @@ import (
 )
 
 func init() {
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "deny",
+		Usage: "add|remove|list [<entry>] [--address <admin>]",
+		Short: "Changes the gateway-wide deny list of a running nutsgate",
+		Long: `
+Lists, adds or removes entries of the gateway-wide deny list through the
+admin API of a running nutsgate (--address, default localhost:2019). An entry
+is a subject DN in RFC 2253 order, such as "CN=node-a,O=Example,C=NL", or
+sha256:<fingerprint> of a client certificate. A change is written to the
+app's deny_file before it takes effect, ends the denied client's open
+requests, and survives a restart.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			cmd.PersistentFlags().String("address", "", "admin API address (default localhost:2019)")
+			for _, verb := range []struct{ name, method, short string }{
+				{"add", http.MethodPost, "Denies a client"},
+				{"remove", http.MethodDelete, "Lifts the denial of a client"},
+			} {
+				cmd.AddCommand(&cobra.Command{
+					Use:   verb.name + " <entry>",
+					Short: verb.short,
+					Args:  cobra.ExactArgs(1),
+					RunE:  runDeny(verb.method),
+				})
+			}
+			cmd.AddCommand(&cobra.Command{
+				Use:   "list",
+				Short: "Prints the entries, one a line",
+				Args:  cobra.NoArgs,
+				RunE:  runDeny(http.MethodGet),
+			})
+		},
+	})
 	caddycmd.RegisterCommand(caddycmd.Command{
 		Name:  "token",
 		Usage: "mint|authorized-key [flags]",
@@ -111,17 +148,64 @@ func cmdTokenAuthorizedKey(fl caddycmd.Flags) (int, error) {
 	return caddy.ExitCodeSuccess, nil
 }
 
+// runDeny calls the deny-list admin API with method and prints the entries
+// in force, one a line.
+func runDeny(method string) func(*cobra.Command, []string) error {
+	return exitOnError(func(cmd *cobra.Command, args []string) error {
+		addr := cmd.Flag("address").Value.String()
+		if addr == "" {
+			addr = caddy.DefaultAdminListen
+		}
+		var body io.Reader
+		if len(args) == 1 {
+			b, err := json.Marshal(map[string]string{"entry": args[0]})
+			if err != nil {
+				return err
+			}
+			body = bytes.NewReader(b)
+		}
+		resp, err := caddycmd.AdminAPIRequest(addr, method, "/nutsgate/deny", nil, body)
+		if err != nil {
+			return fmt.Errorf("admin API at %s: %v", addr, err)
+		}
+		defer resp.Body.Close()
+		var entries []string
+		if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&entries); err != nil {
+			return fmt.Errorf("admin API at %s: reading the answer: %v", addr, err)
+		}
+		for _, e := range entries {
+			fmt.Println(e)
+		}
+		return nil
+	})
+}
+
 // runCommand runs a subcommand and, when it fails, prints its error as one
 // plain line on standard error and exits with its status.
 func runCommand(f caddycmd.CommandFunc) func(*cobra.Command, []string) error {
 	return func(cmd *cobra.Command, _ []string) error {
 		status, err := f(caddycmd.Flags{FlagSet: cmd.Flags()})
 		if err != nil {
-			fmt.Fprintf(os.Stderr, "Error: %v\n", err)
-			os.Exit(status)
+			fail(status, err)
 		}
 		return nil
 	}
+}
+
+// exitOnError runs a subcommand that fails with status 1.
+func exitOnError(f func(*cobra.Command, []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		if err := f(cmd, args); err != nil {
+			fail(caddy.ExitCodeFailedStartup, err)
+		}
+		return nil
+	}
+}
+
+// fail prints err as one line on standard error and exits with status.
+func fail(status int, err error) {
+	fmt.Fprintf(os.Stderr, "Error: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
+	os.Exit(status)
 }
 
 func readKeyFile(path string) ([]byte, error) {

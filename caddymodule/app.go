@@ -1,0 +1,156 @@
+package caddymodule
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"go.uber.org/zap"
+
+	"github.com/nutsgate/nutsgate/internal/filewatch"
+	"github.com/nutsgate/nutsgate/mtlsident"
+)
+
+func init() {
+	caddy.RegisterModule(App{})
+	httpcaddyfile.RegisterGlobalOption("nutsgate", parseAppOption)
+}
+
+// App is the `nutsgate` app: the gateway-wide deny list. Every `mtls_ident`
+// handler refuses the clients it lists, in addition to its own entries.
+//
+// The list lives in `deny_file`, one subject DN or `sha256:<fingerprint>` a
+// line. The admin API (`/nutsgate/deny`) and `nutsgate deny` change it:
+// each change is written to the file atomically before it takes effect, so
+// the list survives a restart. Edits of the file by hand take effect within
+// a second; a version that does not parse is logged and the list in force
+// stays. Denying a client also ends its open requests and gRPC streams.
+//
+// Caddyfile (global options):
+//
+//	{
+//	    nutsgate {
+//	        deny_file <file>
+//	    }
+//	}
+type App struct {
+	// The file holding the gateway-wide deny list. It is created on the
+	// first change if it does not exist. Without it the list is empty and
+	// the admin API refuses changes.
+	DenyFile string `json:"deny_file,omitempty"`
+
+	store  *mtlsident.Store
+	logger *zap.Logger
+	stop   context.CancelFunc
+}
+
+// gateway is the state every module shares, across config reloads: the
+// deny list store and the open requests of identified clients.
+var gateway = struct {
+	sync.Mutex
+	store   *mtlsident.Store
+	streams mtlsident.Streams
+}{store: mtlsident.NewStore("", nil)}
+
+// globalDeny returns the gateway-wide deny list store in force.
+func globalDeny() *mtlsident.Store {
+	gateway.Lock()
+	defer gateway.Unlock()
+	return gateway.store
+}
+
+// CaddyModule returns the Caddy module information.
+func (App) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "nutsgate",
+		New: func() caddy.Module { return new(App) },
+	}
+}
+
+// Provision reads the deny file.
+func (a *App) Provision(ctx caddy.Context) error {
+	a.logger = ctx.Logger()
+	if a.DenyFile == "" {
+		return nil
+	}
+	path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(a.DenyFile, ""))
+	if err != nil {
+		return fmt.Errorf("deny_file: %v", err)
+	}
+	a.DenyFile = path
+	a.store = mtlsident.NewStore(path, sweepDenied)
+	return a.store.Load()
+}
+
+// Start puts the deny list in force and watches its file for edits by hand.
+func (a *App) Start() error {
+	if a.store == nil {
+		return nil
+	}
+	gateway.Lock()
+	gateway.store = a.store
+	gateway.Unlock()
+	var ctx context.Context
+	ctx, a.stop = context.WithCancel(context.Background())
+	w := &filewatch.Watcher{Path: a.store.Path(), Load: a.store.Reload, Logger: a.logger}
+	w.Check() // primes it with the content in force
+	go w.Run(ctx, filewatch.DefaultInterval)
+	a.logger.Info("deny list loaded", zap.String("file", a.store.Path()), zap.Int("entries", len(a.store.List().Entries())))
+	return nil
+}
+
+// Stop stops watching the deny file and, unless a newer config's app has
+// taken over, empties the gateway-wide list.
+func (a *App) Stop() error {
+	if a.stop != nil {
+		a.stop()
+	}
+	gateway.Lock()
+	if gateway.store == a.store {
+		gateway.store = mtlsident.NewStore("", nil)
+	}
+	gateway.Unlock()
+	return nil
+}
+
+// sweepDenied ends the open requests of clients that a deny list now
+// refuses.
+func sweepDenied() {
+	if n := gateway.streams.Sweep(); n > 0 {
+		caddy.Log().Named("nutsgate").Info("ended the open requests of denied clients", zap.Int("requests", n))
+	}
+}
+
+// parseAppOption sets up the app from the `nutsgate` global option.
+func parseAppOption(d *caddyfile.Dispenser, _ any) (any, error) {
+	var a App
+	d.Next() // consume option name
+	if d.NextArg() {
+		return nil, d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		switch d.Val() {
+		case "deny_file":
+			if a.DenyFile != "" {
+				return nil, d.Err("deny_file already specified")
+			}
+			if !d.AllArgs(&a.DenyFile) {
+				return nil, d.ArgErr()
+			}
+		default:
+			return nil, d.Errf("unrecognized subdirective %q", d.Val())
+		}
+	}
+	return httpcaddyfile.App{Name: "nutsgate", Value: caddyconfig.JSON(a, nil)}, nil
+}
+
+// Interface guards
+var (
+	_ caddy.App         = (*App)(nil)
+	_ caddy.Provisioner = (*App)(nil)
+)

@@ -1,0 +1,301 @@
+package caddymodule
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/nutsgate/nutsgate/internal/filewatch"
+	"github.com/nutsgate/nutsgate/mtlsident"
+)
+
+func init() {
+	caddy.RegisterModule(MTLSIdent{})
+	httpcaddyfile.RegisterHandlerDirective("mtls_ident", parseMTLSIdent)
+	httpcaddyfile.RegisterDirectiveOrder("mtls_ident", httpcaddyfile.Before, "basic_auth")
+}
+
+// defaultForwardHeader is the header a Nuts node reads the client
+// certificate from (its tls.certheader).
+const defaultForwardHeader = "X-SSL-CERT"
+
+// MTLSIdent identifies the client of a request by its verified TLS client
+// certificate, refuses denied clients, and forwards the certificate to the
+// node in the header the node reads when TLS is offloaded.
+//
+// The request's own copies of the forwarding header (any letter case, any
+// number) are always removed first, so a client can never pose as another.
+// A client is its verified leaf certificate: the TLS connection policy must
+// ask for and verify client certificates (client_auth with a trust pool,
+// mode verify_if_given or require_and_verify). A certificate whose subject
+// holds more than one CN is refused (403).
+//
+// Refusals: no verified certificate while `require` is set, 401; a denied
+// client, 403. gRPC requests are refused the gRPC way instead: HTTP 200,
+// trailers-only, grpc-status 16 (UNAUTHENTICATED) or 7 (PERMISSION_DENIED).
+// A refused request never reaches the next handler.
+//
+// Deny entries are subject DNs, matched without regard to letter case or
+// white space around separators, in RFC 2253 order, or `sha256:<hex>`
+// certificate fingerprints. The handler's own entries, those of its
+// deny_file (reloaded when it changes) and the gateway-wide list of the
+// `nutsgate` app all apply. Denying a client also ends its open requests,
+// gRPC streams included, within a second.
+//
+// Placeholders, empty when there is no verified certificate:
+//
+// Placeholder | Description
+// ------------|-------------
+// `{mtls.client.subject}` | subject DN, RFC 2253, from the full raw subject
+// `{mtls.client.cn}` | subject CN
+// `{mtls.client.fingerprint}` | SHA-256 of the certificate, lower-case hex
+// `{mtls.client.issuer}` | issuer DN, RFC 2253
+type MTLSIdent struct {
+	// Refuse requests without a verified client certificate.
+	Require bool `json:"require,omitempty"`
+
+	// The header the certificate is forwarded in. Default: X-SSL-CERT.
+	// "off" forwards none (X-SSL-CERT is still removed from requests).
+	ForwardHeader string `json:"forward_header,omitempty"`
+
+	// How the certificate is written: "pem" (default), the URL-escaped PEM
+	// of the leaf, as nginx's $ssl_client_escaped_cert; or "der", the
+	// base64 of its DER, as HAProxy's ssl_c_der,base64.
+	ForwardFormat string `json:"forward_format,omitempty"`
+
+	// Clients to refuse: subject DNs or sha256:<fingerprint>.
+	Deny []string `json:"deny,omitempty"`
+
+	// A file of further entries, one a line, '#' comment lines; reloaded
+	// when it changes.
+	DenyFile string `json:"deny_file,omitempty"`
+
+	format mtlsident.Format
+	header string
+	inline *mtlsident.DenyList
+	file   *atomic.Pointer[mtlsident.DenyList] // the deny_file's entries
+	logger *zap.Logger
+	stop   context.CancelFunc
+}
+
+// CaddyModule returns the Caddy module information.
+func (MTLSIdent) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.mtls_ident",
+		New: func() caddy.Module { return new(MTLSIdent) },
+	}
+}
+
+// Provision parses the deny entries and loads the deny file.
+func (m *MTLSIdent) Provision(ctx caddy.Context) error {
+	m.logger = ctx.Logger()
+	var err error
+	if m.format, err = mtlsident.ParseFormat(defaultString(m.ForwardFormat, string(mtlsident.FormatPEM))); err != nil {
+		return err
+	}
+	m.header = defaultString(m.ForwardHeader, defaultForwardHeader)
+	if strings.ContainsAny(m.header, " :\t\r\n") {
+		return fmt.Errorf("forward_header %q is not a header name", m.header)
+	}
+	var entries []mtlsident.Entry
+	for _, text := range m.Deny {
+		e, err := mtlsident.ParseEntry(text)
+		if err != nil {
+			return fmt.Errorf("deny: %v", err)
+		}
+		entries = append(entries, e)
+	}
+	m.inline = mtlsident.NewDenyList(entries)
+	m.file = new(atomic.Pointer[mtlsident.DenyList])
+	m.file.Store(mtlsident.NewDenyList(nil))
+	if m.DenyFile == "" {
+		return nil
+	}
+	path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(m.DenyFile, ""))
+	if err != nil {
+		return fmt.Errorf("deny_file: %v", err)
+	}
+	store := mtlsident.NewStore(path, nil)
+	if err := store.Load(); err != nil {
+		return err
+	}
+	m.file.Store(store.List())
+	w := &filewatch.Watcher{Path: path, Logger: m.logger, Load: func(data []byte) error {
+		if err := store.Reload(data); err != nil {
+			return err
+		}
+		m.file.Store(store.List())
+		sweepDenied()
+		m.logger.Info("deny_file reloaded", zap.String("file", path), zap.Int("entries", len(store.List().Entries())))
+		return nil
+	}}
+	w.Check()
+	var watchCtx context.Context
+	watchCtx, m.stop = context.WithCancel(context.Background())
+	go w.Run(watchCtx, filewatch.DefaultInterval)
+	return nil
+}
+
+// Cleanup stops watching the deny file.
+func (m *MTLSIdent) Cleanup() error {
+	if m.stop != nil {
+		m.stop()
+	}
+	return nil
+}
+
+// ServeHTTP identifies the client, refuses it or forwards its certificate.
+func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	mtlsident.StripHeader(r.Header, defaultForwardHeader)
+	if m.header != "off" {
+		mtlsident.StripHeader(r.Header, m.header)
+	}
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	for _, name := range []string{"subject", "cn", "fingerprint", "issuer"} {
+		repl.Set("mtls.client."+name, "")
+	}
+	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
+		if m.Require {
+			m.audit("client refused", r, zap.String("reason", "no verified client certificate"))
+			return refuse(w, r, http.StatusUnauthorized, grpcUnauthenticated, "a verified client certificate is required")
+		}
+		return next.ServeHTTP(w, r)
+	}
+	leaf := r.TLS.VerifiedChains[0][0]
+	id, err := mtlsident.Identify(leaf)
+	if err != nil {
+		m.audit("client refused", r, zap.String("reason", err.Error()))
+		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate not accepted")
+	}
+	if e, denied := m.denies(id); denied {
+		m.audit("client denied", r, zap.String("subject", id.Subject), zap.String("fingerprint", id.Fingerprint), zap.String("entry", e.Text))
+		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client denied")
+	}
+	repl.Set("mtls.client.subject", id.Subject)
+	repl.Set("mtls.client.cn", id.CN)
+	repl.Set("mtls.client.fingerprint", id.Fingerprint)
+	repl.Set("mtls.client.issuer", id.Issuer)
+	if m.header != "off" {
+		r.Header.Set(m.header, m.format.Encode(leaf))
+	}
+	ctx, done := gateway.streams.Open(r.Context(), id, m.deniesID)
+	defer done()
+	return next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// denies finds the entry that refuses id: the handler's own, its file's, or
+// the gateway-wide list's.
+func (m *MTLSIdent) denies(id mtlsident.Identity) (mtlsident.Entry, bool) {
+	for _, list := range []*mtlsident.DenyList{m.inline, m.file.Load(), globalDeny().List()} {
+		if e, ok := list.Denies(id); ok {
+			return e, true
+		}
+	}
+	return mtlsident.Entry{}, false
+}
+
+func (m *MTLSIdent) deniesID(id mtlsident.Identity) bool {
+	_, denied := m.denies(id)
+	return denied
+}
+
+func (m *MTLSIdent) audit(msg string, r *http.Request, fields ...zap.Field) {
+	if c := m.logger.Check(zapcore.InfoLevel, msg); c != nil {
+		c.Write(append(fields, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI))...)
+	}
+}
+
+// refuse answers a refused request: the gRPC way for gRPC, else as an
+// HTTP error with status.
+func refuse(w http.ResponseWriter, r *http.Request, status, grpcCode int, msg string) error {
+	if isGRPC(r) {
+		writeGRPCStatus(w, grpcCode, msg)
+		return nil
+	}
+	return caddyhttp.Error(status, errors.New(msg))
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	mtls_ident [<matcher>] {
+//	    require
+//	    forward_header <name>|off
+//	    forward_format pem|der
+//	    deny <entry>
+//	    deny_file <file>
+//	}
+//
+// A deny entry with spaces (a DN written with them) must be quoted.
+func (m *MTLSIdent) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		args := d.RemainingArgs()
+		if opt == "require" {
+			if len(args) != 0 {
+				return d.ArgErr()
+			}
+			m.Require = true
+			continue
+		}
+		if len(args) != 1 {
+			return d.Errf("%s takes one value (quote a DN that holds spaces)", opt)
+		}
+		var err error
+		switch opt {
+		case "forward_header":
+			err = setOnce(&m.ForwardHeader, args[0])
+		case "forward_format":
+			if err = setOnce(&m.ForwardFormat, args[0]); err == nil {
+				_, err = mtlsident.ParseFormat(args[0])
+			}
+		case "deny":
+			if _, err = mtlsident.ParseEntry(args[0]); err == nil {
+				m.Deny = append(m.Deny, args[0])
+			}
+		case "deny_file":
+			err = setOnce(&m.DenyFile, args[0])
+		default:
+			return d.Errf("unrecognized subdirective %q", opt)
+		}
+		if err != nil {
+			return d.Errf("%s: %v", opt, err)
+		}
+	}
+	return nil
+}
+
+func parseMTLSIdent(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	m := new(MTLSIdent)
+	err := m.UnmarshalCaddyfile(h.Dispenser)
+	return m, err
+}
+
+func defaultString(s, def string) string {
+	if s == "" {
+		return def
+	}
+	return s
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*MTLSIdent)(nil)
+	_ caddy.CleanerUpper          = (*MTLSIdent)(nil)
+	_ caddyhttp.MiddlewareHandler = (*MTLSIdent)(nil)
+	_ caddyfile.Unmarshaler       = (*MTLSIdent)(nil)
+)

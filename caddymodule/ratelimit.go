@@ -1,0 +1,222 @@
+package caddymodule
+
+import (
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+
+	"github.com/nutsgate/nutsgate/ratelimit"
+)
+
+func init() {
+	caddy.RegisterModule(ClientRateLimit{})
+	httpcaddyfile.RegisterHandlerDirective("client_rate_limit", parseClientRateLimit)
+	httpcaddyfile.RegisterDirectiveOrder("client_rate_limit", httpcaddyfile.Before, "basic_auth") // after mtls_ident, which registers first
+}
+
+// defaultRateKey limits each client by its certificate subject.
+const defaultRateKey = "{mtls.client.subject}"
+
+// ClientRateLimit limits requests per client with a token bucket per key:
+// by default the client's certificate subject as `mtls_ident` finds it, so
+// it belongs after `mtls_ident`. A request whose key is empty (no verified
+// certificate) is limited by its client IP, never by a shared bucket.
+//
+// Over the limit: 429 with `Retry-After` (whole seconds, rounded up); gRPC
+// requests get HTTP 200, trailers-only, grpc-status 8 (RESOURCE_EXHAUSTED).
+// A refused request never reaches the next handler, and is logged with the
+// client's key.
+//
+// Memory is bounded by `max_keys` whatever the traffic: buckets are only
+// dropped once they have refilled completely, and when every tracked key
+// is active, new keys share one overflow bucket. Buckets survive config
+// reloads. Each zone has its own buckets; in a Caddyfile every block is its
+// own zone unless blocks name the same `zone`.
+type ClientRateLimit struct {
+	// The key to limit by, a placeholder. Default: {mtls.client.subject}.
+	Key string `json:"key,omitempty"`
+
+	// The refill rate, "<n>/<duration>", e.g. "50/1s" or "3000/24h". Required.
+	Rate string `json:"rate,omitempty"`
+
+	// The bucket size. Default: n of the rate.
+	Burst int `json:"burst,omitempty"`
+
+	// The most clients tracked at once. Default: 100000.
+	MaxKeys int `json:"max_keys,omitempty"`
+
+	// Blocks with the same zone share buckets. Default: a zone of its own
+	// for each Caddyfile block; in JSON, the settings above.
+	Zone string `json:"zone,omitempty"`
+
+	limiter *ratelimit.Limiter
+	poolKey string
+	logger  *zap.Logger
+}
+
+// limiters keeps buckets across config reloads, by zone and settings.
+var limiters = caddy.NewUsagePool()
+
+// sharedLimiter is a limiters entry.
+type sharedLimiter struct{ *ratelimit.Limiter }
+
+// Destruct lets the buckets go.
+func (sharedLimiter) Destruct() error { return nil }
+
+// CaddyModule returns the Caddy module information.
+func (ClientRateLimit) CaddyModule() caddy.ModuleInfo {
+	return caddy.ModuleInfo{
+		ID:  "http.handlers.client_rate_limit",
+		New: func() caddy.Module { return new(ClientRateLimit) },
+	}
+}
+
+// Provision sets up the limiter, or finds the one of the same zone.
+func (rl *ClientRateLimit) Provision(ctx caddy.Context) error {
+	rl.logger = ctx.Logger()
+	if rl.Key == "" {
+		rl.Key = defaultRateKey
+	}
+	events, per, err := ratelimit.ParseRate(rl.Rate)
+	if err != nil {
+		return err
+	}
+	cfg := ratelimit.Config{Events: events, Per: per, Burst: rl.Burst, MaxKeys: rl.MaxKeys}
+	rl.poolKey = fmt.Sprintf("%s\x00%s\x00%s\x00%d\x00%d", rl.Zone, rl.Key, rl.Rate, rl.Burst, rl.MaxKeys)
+	val, _, err := limiters.LoadOrNew(rl.poolKey, func() (caddy.Destructor, error) {
+		l, err := ratelimit.New(cfg)
+		return sharedLimiter{l}, err
+	})
+	if err != nil {
+		return err
+	}
+	rl.limiter = val.(sharedLimiter).Limiter
+	return nil
+}
+
+// Cleanup releases this instance's hold on the buckets.
+func (rl *ClientRateLimit) Cleanup() error {
+	if rl.poolKey != "" {
+		_, err := limiters.Delete(rl.poolKey)
+		return err
+	}
+	return nil
+}
+
+// ServeHTTP takes a token of the client's bucket, or refuses the request.
+func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.Handler) error {
+	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
+	key := repl.ReplaceAll(rl.Key, "")
+	if key == "" {
+		key = "ip:" + clientIP(r)
+	} else {
+		key = "key:" + key
+	}
+	ok, wait := rl.limiter.Allow(key, time.Now())
+	if ok {
+		return next.ServeHTTP(w, r)
+	}
+	retry := ratelimit.RetryAfterSeconds(wait)
+	if c := rl.logger.Check(zapcore.InfoLevel, "rate limit exceeded"); c != nil {
+		c.Write(zap.String("client", key), zap.Int("retry_after", retry), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI))
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(retry))
+	return refuse(w, r, http.StatusTooManyRequests, grpcResourceExhausted, "rate limit exceeded")
+}
+
+// UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
+//
+//	client_rate_limit [<matcher>] {
+//	    key      <placeholder>
+//	    rate     <n>/<duration>
+//	    burst    <n>
+//	    max_keys <n>
+//	    zone     <name>
+//	}
+func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	d.Next() // consume directive name
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	for d.NextBlock(0) {
+		opt := d.Val()
+		var val string
+		if !d.AllArgs(&val) {
+			return d.ArgErr()
+		}
+		var err error
+		switch opt {
+		case "key":
+			err = setOnce(&rl.Key, val)
+		case "rate":
+			if err = setOnce(&rl.Rate, val); err == nil {
+				_, _, err = ratelimit.ParseRate(val)
+			}
+		case "burst":
+			err = setCount(&rl.Burst, val)
+		case "max_keys":
+			err = setCount(&rl.MaxKeys, val)
+		case "zone":
+			err = setOnce(&rl.Zone, val)
+		default:
+			return d.Errf("unrecognized subdirective %q", opt)
+		}
+		if err != nil {
+			return d.Errf("%s: %v", opt, err)
+		}
+	}
+	if rl.Rate == "" {
+		return d.Err("rate is required")
+	}
+	return nil
+}
+
+func setOnce(field *string, val string) error {
+	if *field != "" {
+		return fmt.Errorf("already specified")
+	}
+	*field = val
+	return nil
+}
+
+func setCount(field *int, val string) error {
+	if *field != 0 {
+		return fmt.Errorf("already specified")
+	}
+	n, err := strconv.Atoi(val)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a positive whole number", val)
+	}
+	*field = n
+	return nil
+}
+
+// parseClientRateLimit gives each block a zone of its own, named by where it
+// stands in the Caddyfile, unless it names one.
+func parseClientRateLimit(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
+	rl := new(ClientRateLimit)
+	file, line := h.File(), h.Line()
+	if err := rl.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	if rl.Zone == "" {
+		rl.Zone = fmt.Sprintf("%s:%d", file, line)
+	}
+	return rl, nil
+}
+
+// Interface guards
+var (
+	_ caddy.Provisioner           = (*ClientRateLimit)(nil)
+	_ caddy.CleanerUpper          = (*ClientRateLimit)(nil)
+	_ caddyhttp.MiddlewareHandler = (*ClientRateLimit)(nil)
+	_ caddyfile.Unmarshaler       = (*ClientRateLimit)(nil)
+)
