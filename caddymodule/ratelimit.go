@@ -141,8 +141,12 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 //	    max_keys <n>
 //	    zone     <name>
 //	}
+//
+// Without a zone, the block's zone is named by where it stands in the
+// Caddyfile, so that every block has buckets of its own.
 func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
+	ownZone := fmt.Sprintf("%s:%d", d.File(), d.Line())
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -176,6 +180,9 @@ func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if rl.Rate == "" {
 		return d.Err("rate is required")
 	}
+	if rl.Zone == "" {
+		rl.Zone = ownZone
+	}
 	return nil
 }
 
@@ -199,18 +206,10 @@ func setCount(field *int, val string) error {
 	return nil
 }
 
-// parseClientRateLimit gives each block a zone of its own, named by where it
-// stands in the Caddyfile, unless it names one.
 func parseClientRateLimit(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	rl := new(ClientRateLimit)
-	file, line := h.File(), h.Line()
-	if err := rl.UnmarshalCaddyfile(h.Dispenser); err != nil {
-		return nil, err
-	}
-	if rl.Zone == "" {
-		rl.Zone = fmt.Sprintf("%s:%d", file, line)
-	}
-	return rl, nil
+	err := rl.UnmarshalCaddyfile(h.Dispenser)
+	return rl, err
 }
 
 // Interface guards

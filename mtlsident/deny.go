@@ -132,12 +132,22 @@ func ParseDenyFile(data []byte) (*DenyList, error) {
 		}
 		e, err := ParseEntry(text)
 		if err != nil {
-			return nil, fmt.Errorf("line %d: %v", n+1, err)
+			return nil, &LineError{Line: n + 1, Err: err}
 		}
 		entries = append(entries, e)
 	}
 	return NewDenyList(entries), nil
 }
+
+// LineError is an entry of a deny file that does not parse.
+type LineError struct {
+	Line int
+	Err  error
+}
+
+func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+
+func (e *LineError) Unwrap() error { return e.Err }
 
 // FormatDenyFile renders a list as a deny file that ParseDenyFile reads
 // back to the same list.

@@ -55,8 +55,12 @@ func (s *Store) Load() error {
 // Reload puts the list in the file content data in force.
 func (s *Store) Reload(data []byte) error {
 	list, err := ParseDenyFile(data)
+	var le *LineError
+	if errors.As(err, &le) {
+		return fmt.Errorf("%s:%d: %v", s.path, le.Line, le.Err)
+	}
 	if err != nil {
-		return fmt.Errorf("%s:%v", s.path, err)
+		return err
 	}
 	s.mu.Lock()
 	s.list.Store(list)

@@ -1,0 +1,254 @@
+package caddymodule
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+
+	"github.com/nutsgate/nutsgate/mtlsident"
+)
+
+// clientCert makes a self-signed certificate for subject.
+func clientCert(t *testing.T, subject pkix.Name) *x509.Certificate {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: subject, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return cert
+}
+
+// request is a request arriving with cert as its verified client
+// certificate (nil for none), with a replacer as Caddy gives it.
+func request(cert *x509.Certificate, header http.Header) (*http.Request, *caddy.Replacer) {
+	r := httptest.NewRequest(http.MethodPost, "https://gw/n2n/x", nil)
+	r.TLS = &tls.ConnectionState{}
+	if cert != nil {
+		r.TLS.PeerCertificates = []*x509.Certificate{cert}
+		r.TLS.VerifiedChains = [][]*x509.Certificate{{cert}}
+	}
+	for k, v := range header {
+		r.Header[k] = v
+	}
+	repl := caddy.NewReplacer()
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
+	return r.WithContext(ctx), repl
+}
+
+// nextRecorder is the next handler; it records the request it got.
+type nextRecorder struct{ got *http.Request }
+
+func (n *nextRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
+	n.got = r
+	return nil
+}
+
+func provisioned(t *testing.T, m *MTLSIdent) *MTLSIdent {
+	t.Helper()
+	if err := m.Provision(caddy.Context{Context: context.Background()}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = m.Cleanup() })
+	return m
+}
+
+func TestMTLSIdentForwards(t *testing.T) {
+	cert := clientCert(t, pkix.Name{CommonName: "node-a", Organization: []string{"Nuts"}})
+	for _, tc := range []struct {
+		name   string
+		m      MTLSIdent
+		header string
+		decode func(string) bool
+	}{
+		{"pem", MTLSIdent{Require: true}, "X-Ssl-Cert", func(v string) bool {
+			pemText, err := url.QueryUnescape(v)
+			return err == nil && strings.HasPrefix(pemText, "-----BEGIN CERTIFICATE-----\n")
+		}},
+		{"der", MTLSIdent{ForwardFormat: "der", ForwardHeader: "X-Client-Cert"}, "X-Client-Cert", func(v string) bool {
+			return v == mtlsident.FormatDER.Encode(cert)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := provisioned(t, &tc.m)
+			r, repl := request(cert, http.Header{"X-Ssl-Cert": {"forged"}, "X_ssl_cert": {"forged"}, "X-Client-Cert": {"forged", "forged"}})
+			var next nextRecorder
+			if err := m.ServeHTTP(httptest.NewRecorder(), r, &next); err != nil {
+				t.Fatal(err)
+			}
+			got := next.got.Header
+			if vals := got.Values(tc.header); len(vals) != 1 || !tc.decode(vals[0]) {
+				t.Fatalf("%s: %q", tc.header, vals)
+			}
+			for key := range got {
+				if key != tc.header && (strings.EqualFold(key, "x-ssl-cert") || strings.EqualFold(key, "x_ssl_cert") || strings.EqualFold(key, tc.header)) {
+					t.Fatalf("a client-sent %s reached the node", key)
+				}
+			}
+			if s, _ := repl.GetString("mtls.client.subject"); s != "CN=node-a,O=Nuts" {
+				t.Fatalf("subject placeholder %q", s)
+			}
+			if cn, _ := repl.GetString("mtls.client.cn"); cn != "node-a" {
+				t.Fatalf("cn placeholder %q", cn)
+			}
+		})
+	}
+}
+
+func TestMTLSIdentRefuses(t *testing.T) {
+	dir := t.TempDir()
+	denyFile := filepath.Join(dir, "deny")
+	if err := os.WriteFile(denyFile, []byte("# refused\nCN=from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	m := provisioned(t, &MTLSIdent{Require: true, Deny: []string{"cn = INLINE, o = nuts"}, DenyFile: denyFile})
+	twoCN, err := x509.ParseCertificate(clientCert(t, pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: []int{2, 5, 4, 3}, Value: "a"}, {Type: []int{2, 5, 4, 3}, Value: "b"}}}).Raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name       string
+		cert       *x509.Certificate
+		status     int
+		grpcStatus string
+	}{
+		{"no certificate", nil, http.StatusUnauthorized, "16"},
+		{"inline deny", clientCert(t, pkix.Name{CommonName: "inline", Organization: []string{"Nuts"}}), http.StatusForbidden, "7"},
+		{"deny file", clientCert(t, pkix.Name{CommonName: "from-file"}), http.StatusForbidden, "7"},
+		{"two CNs", twoCN, http.StatusForbidden, "7"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var next nextRecorder
+			r, _ := request(tc.cert, nil)
+			err := m.ServeHTTP(httptest.NewRecorder(), r, &next)
+			var he caddyhttp.HandlerError
+			if !errors.As(err, &he) || he.StatusCode != tc.status || next.got != nil {
+				t.Fatalf("error %v (next called: %v), want %d", err, next.got != nil, tc.status)
+			}
+			r, _ = request(tc.cert, http.Header{"Content-Type": {"application/grpc+proto"}})
+			w := httptest.NewRecorder()
+			if err := m.ServeHTTP(w, r, &next); err != nil || next.got != nil {
+				t.Fatalf("gRPC: error %v, next called %v", err, next.got != nil)
+			}
+			if w.Code != http.StatusOK || w.Header().Get("Content-Type") != "application/grpc" || w.Header().Get("Grpc-Status") != tc.grpcStatus || w.Body.Len() != 0 {
+				t.Fatalf("gRPC answer %d %v %q", w.Code, w.Header(), w.Body)
+			}
+		})
+	}
+}
+
+func TestMTLSIdentGlobalDenyEndsStreams(t *testing.T) {
+	store := mtlsident.NewStore(filepath.Join(t.TempDir(), "deny"), sweepDenied)
+	gateway.Lock()
+	old := gateway.store
+	gateway.store = store
+	gateway.Unlock()
+	defer func() { gateway.Lock(); gateway.store = old; gateway.Unlock() }()
+
+	m := provisioned(t, &MTLSIdent{})
+	cert := clientCert(t, pkix.Name{CommonName: "streamer"})
+	r, _ := request(cert, nil)
+	inside := make(chan context.Context)
+	release := make(chan struct{})
+	served := make(chan error)
+	go func() {
+		served <- m.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+			inside <- r.Context()
+			<-release
+			return nil
+		}))
+	}()
+	ctx := <-inside
+	e, _ := mtlsident.ParseEntry("CN=streamer")
+	if _, err := store.Add(e); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Second):
+		t.Fatal("the open request of a denied client was not ended")
+	}
+	close(release)
+	if err := <-served; err != nil {
+		t.Fatal(err)
+	}
+	r, _ = request(cert, nil)
+	if err := m.ServeHTTP(httptest.NewRecorder(), r, &nextRecorder{}); err == nil {
+		t.Fatal("the denied client passed")
+	}
+}
+
+func TestGRPCMessage(t *testing.T) {
+	if got := grpcMessage("client denied: 100% \u00e9\n"); got != "client denied: 100%25 %C3%A9%0A" {
+		t.Fatalf("%q", got)
+	}
+}
+
+func TestCaddyfileAdapt(t *testing.T) {
+	adapt := func(body string) (string, error) {
+		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "Caddyfile"})
+		return string(out), err
+	}
+	out, err := adapt(`{
+	nutsgate {
+		deny_file /var/lib/nutsgate/deny
+	}
+}
+:8443 {
+	client_rate_limit {
+		rate 50/1s
+		burst 10
+	}
+	mtls_ident {
+		require
+		forward_format der
+		deny "CN=a, O=b"
+	}
+	reverse_proxy 127.0.0.1:8080
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`"nutsgate":{"deny_file":"/var/lib/nutsgate/deny"}`,
+		`{"deny":["CN=a, O=b"],"forward_format":"der","handler":"mtls_ident","require":true},{"burst":10,"handler":"client_rate_limit","rate":"50/1s","zone":"Caddyfile:7"}`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("adapted config lacks %s:\n%s", want, out)
+		}
+	}
+	for _, tc := range []struct{ body, err string }{
+		{":80 {\n mtls_ident {\n deny not-a-dn\n }\n}", `deny: "not-a-dn" is not a subject DN`},
+		{":80 {\n mtls_ident {\n forward_format xml\n }\n}", "forward_format"},
+		{":80 {\n mtls_ident {\n deny CN=a, O=b\n }\n}", "quote a DN"},
+		{":80 {\n client_rate_limit {\n rate 5\n }\n}", "rate"},
+		{":80 {\n client_rate_limit {\n burst 5\n }\n}", "rate is required"},
+		{":80 {\n client_rate_limit {\n rate 5/1s\n max_keys -1\n }\n}", "max_keys"},
+		{"{\n nutsgate {\n deny_file\n }\n}\n:80", "wrong argument count"},
+	} {
+		_, err := adapt(tc.body)
+		if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "Caddyfile:") {
+			t.Errorf("%q: error %v, want one naming the file and %q", tc.body, err, tc.err)
+		}
+	}
+}
