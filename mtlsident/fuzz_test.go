@@ -1,10 +1,13 @@
 package mtlsident
 
 import (
+	"bytes"
 	"crypto/x509/pkix"
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/nutsgate/nutsgate/internal/testnode"
 )
 
 // FuzzNormalizeDN: no input panics, and for ASCII input letter case never
@@ -41,7 +44,7 @@ func FuzzSubjectRoundTrip(f *testing.F) {
 	f.Add("node-a", "Nuts, B.V.", "#ops+dev")
 	f.Add(" lead", "trail ", `back\slash"quote`)
 	f.Fuzz(func(t *testing.T, cn, o, ou string) {
-		if !utf8.ValidString(cn+o+ou) || cn == "" || o == "" || ou == "" || strings.ContainsRune(cn+o+ou, 0) {
+		if !utf8.ValidString(cn) || !utf8.ValidString(o) || !utf8.ValidString(ou) || cn == "" || o == "" || ou == "" || strings.ContainsRune(cn+o+ou, 0) {
 			return
 		}
 		id, err := FromCertificate(certWith(t, pkix.RDNSequence{{atv(oidO, o)}, {atv(oidOU, ou), atv(oidCommonName, cn)}}))
@@ -84,4 +87,28 @@ func BenchmarkIdentify(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// FuzzForwardHeader: whatever the subject, the value the gateway forwards
+// in either format is read by the node (testnode.ParseCertHeader parses it
+// the node's way) as exactly the client's certificate.
+func FuzzForwardHeader(f *testing.F) {
+	f.Add("node-a", "Nuts+Co/=%")
+	f.Add("a\nb", "ü")
+	f.Fuzz(func(t *testing.T, cn, o string) {
+		if !utf8.ValidString(cn) || !utf8.ValidString(o) {
+			return
+		}
+		cert := certWith(t, pkix.RDNSequence{{atv(oidO, o)}, {atv(oidCommonName, cn)}})
+		for _, format := range []Format{FormatPEM, FormatDER} {
+			value := format.Encode(cert)
+			if strings.ContainsAny(value, "\r\n") {
+				t.Fatalf("%s value holds a line break: %q", format, value)
+			}
+			got, err := testnode.ParseCertHeader([]string{value})
+			if err != nil || !bytes.Equal(got.Raw, cert.Raw) {
+				t.Fatalf("%s value not read back by the node's parser: %v", format, err)
+			}
+		}
+	})
 }

@@ -108,7 +108,7 @@ func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, e
 		Fingerprint: hex.EncodeToString(sum[:]),
 		Issuer:      issuer.String(),
 	}
-	key, err := normalizeDN(id.Subject)
+	key, err := normalizeDN(trimEntry(id.Subject)) // as ParseEntry reads it
 	if err != nil {
 		return Identity{}, fmt.Errorf("normalising subject %q: %v", id.Subject, err)
 	}
