@@ -100,7 +100,10 @@ func (MTLSIdent) CaddyModule() caddy.ModuleInfo {
 // Provision parses the deny entries and loads the deny file.
 func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 	m.logger = ctx.Logger()
-	var err error
+	err := registerMetrics(ctx)
+	if err != nil {
+		return err
+	}
 	if m.format, err = mtlsident.ParseFormat(defaultString(m.ForwardFormat, string(mtlsident.FormatPEM))); err != nil {
 		return err
 	}
@@ -168,6 +171,7 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		if m.Require {
 			m.audit("client refused", r, zap.String("reason", "no verified client certificate"))
+			mtlsRefusals.WithLabelValues("no_certificate").Inc()
 			return refuse(w, r, http.StatusUnauthorized, grpcUnauthenticated, "a verified client certificate is required")
 		}
 		return next.ServeHTTP(w, r)
@@ -176,12 +180,15 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	id, err := mtlsident.Identify(leaf)
 	if err != nil {
 		m.audit("client refused", r, zap.String("reason", err.Error()))
+		mtlsRefusals.WithLabelValues("ambiguous_certificate").Inc()
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate not accepted")
 	}
 	if e, denied := m.denies(id); denied {
 		m.audit("client denied", r, zap.String("subject", id.Subject), zap.String("fingerprint", id.Fingerprint), zap.String("entry", e.Text))
+		mtlsRefusals.WithLabelValues("denied").Inc()
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client denied")
 	}
+	countClient(id.Subject)
 	repl.Set("mtls.client.subject", id.Subject)
 	repl.Set("mtls.client.cn", id.CN)
 	repl.Set("mtls.client.fingerprint", id.Fingerprint)

@@ -82,6 +82,9 @@ func (ClientRateLimit) CaddyModule() caddy.ModuleInfo {
 // Provision sets up the limiter, or finds the one of the same zone.
 func (rl *ClientRateLimit) Provision(ctx caddy.Context) error {
 	rl.logger = ctx.Logger()
+	if err := registerMetrics(ctx); err != nil {
+		return err
+	}
 	if rl.Key == "" {
 		rl.Key = defaultRateKey
 	}
@@ -124,6 +127,7 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	if ok {
 		return next.ServeHTTP(w, r)
 	}
+	rateLimitRefusals.Inc()
 	retry := ratelimit.RetryAfterSeconds(wait)
 	if c := rl.logger.Check(zapcore.InfoLevel, "rate limit exceeded"); c != nil {
 		c.Write(zap.String("client", key), zap.Int("retry_after", retry), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI))

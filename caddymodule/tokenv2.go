@@ -106,6 +106,9 @@ func (TokenV2) CaddyModule() caddy.ModuleInfo {
 // Provision loads the key file and starts watching it.
 func (t *TokenV2) Provision(ctx caddy.Context) error {
 	t.logger = ctx.Logger()
+	if err := registerMetrics(ctx); err != nil {
+		return err
+	}
 	repl := caddy.NewReplacer()
 	t.AuthorizedKeys = repl.ReplaceAll(t.AuthorizedKeys, "")
 	t.Audience = repl.ReplaceAll(t.Audience, "")
@@ -165,11 +168,13 @@ func (t *TokenV2) Authenticate(w http.ResponseWriter, r *http.Request) (caddyaut
 		}
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		caddyhttp.SetVar(r.Context(), refusedVar, "1")
+		authDecisions.WithLabelValues("denied", string(refusal.Reason)).Inc()
 		if c := t.logger.Check(zapcore.InfoLevel, "access denied"); c != nil {
 			c.Write(zap.String("reason", string(refusal.Reason)), zap.String("detail", refusal.Detail), zap.String("remote_ip", clientIP(r)))
 		}
 		return caddyauth.User{}, false, nil
 	}
+	authDecisions.WithLabelValues("granted", "").Inc()
 	if c := t.logger.Check(zapcore.InfoLevel, "access granted"); c != nil {
 		c.Write(zap.String("user", g.User), zap.String("sub", g.Subject), zap.String("jti", g.JTI), zap.Bool("cached", g.Cached))
 	}

@@ -177,4 +177,25 @@ func TestTokenV2ThroughCaddy(t *testing.T) {
 	if b, _ := io.ReadAll(resp.Body); strings.TrimSpace(string(b)) != "Unauthorized" {
 		t.Fatalf("body %q", b)
 	}
+
+	// the decisions are counted on Caddy's metrics endpoint
+	resp, err = http.Get("http://localhost:2999/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	metrics := string(body)
+	for _, want := range []string{
+		`nutsgate_auth_decisions_total{reason="",result="granted"} 3`,
+		`nutsgate_auth_decisions_total{reason="no_authorization",result="denied"} 2`,
+		`nutsgate_auth_decisions_total{reason="audience",result="denied"} 1`,
+		`nutsgate_auth_decisions_total{reason="unknown_key",result="denied"} 1`,
+		`nutsgate_auth_decisions_total{reason="issuer",result="denied"} 1`,
+		`nutsgate_auth_decisions_total{reason="malformed",result="denied"} 1`,
+	} {
+		if !strings.Contains(metrics, want+"\n") {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 }

@@ -1,0 +1,77 @@
+package caddymodule
+
+import (
+	"errors"
+	"sync"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// The nutsgate_* metrics, on Caddy's metrics endpoint (the admin API's
+// /metrics, or a `metrics` handler). They are built once and registered
+// with the registry of every config, since Caddy makes a new registry on
+// each reload; the counts go on across reloads.
+var (
+	authDecisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "auth_decisions_total",
+		Help:      "token_v2 decisions, by result (granted or denied) and reason of a denial.",
+	}, []string{"result", "reason"})
+
+	mtlsRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "mtls_refusals_total",
+		Help:      "Requests mtls_ident refused, by reason: no_certificate, ambiguous_certificate or denied.",
+	}, []string{"reason"})
+
+	rateLimitRefusals = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "rate_limit_refusals_total",
+		Help:      "Requests client_rate_limit refused.",
+	})
+
+	clientRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "client_requests_total",
+		Help:      "Requests of identified clients by certificate subject; subjects past the first 1000 count as \"other\".",
+	}, []string{"client"})
+)
+
+// maxClientLabels bounds the client label of nutsgate_client_requests_total.
+const maxClientLabels = 1000
+
+// clientLabels are the subjects that have a series of their own.
+var clientLabels = struct {
+	sync.Mutex
+	seen map[string]struct{}
+}{seen: make(map[string]struct{})}
+
+// countClient counts a request of an identified client.
+func countClient(subject string) {
+	clientLabels.Lock()
+	if _, ok := clientLabels.seen[subject]; !ok {
+		if len(clientLabels.seen) >= maxClientLabels {
+			subject = "other"
+		} else {
+			clientLabels.seen[subject] = struct{}{}
+		}
+	}
+	clientLabels.Unlock()
+	clientRequests.WithLabelValues(subject).Inc()
+}
+
+// registerMetrics adds the nutsgate collectors to the config's registry.
+func registerMetrics(ctx caddy.Context) error {
+	reg := ctx.GetMetricsRegistry()
+	if reg == nil {
+		return nil // a context without metrics, as in unit tests
+	}
+	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, clientRequests} {
+		var already prometheus.AlreadyRegisteredError
+		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
+			return err
+		}
+	}
+	return nil
+}
