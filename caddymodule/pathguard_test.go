@@ -1,0 +1,449 @@
+package caddymodule
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/caddyserver/caddy/v2"
+	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
+
+// pathGuardTargets are raw request targets and whether path_guard passes them.
+var pathGuardTargets = []struct {
+	target string
+	pass   bool
+}{
+	{"/n2n/x", true},
+	{"/public/x", true},
+	{"/n2n/", true},
+	{"/n2n/x?a=%2f..//", true}, // the query is not checked
+	{"/iam/did:web:example.com%3A8443/x", true},
+	{"/iam/did:web:example.com%253A8443/x", true},
+	{"/iam/%41", true},
+	{"/iam/a%40b%20c", true},
+	{"/N2N/x", true},     // routing decides
+	{"/n2n;a=b/x", true}, // routing decides: /n2n/* does not match it
+	{"/n2n/x;a=b", true}, // a path parameter on a named segment
+	{"/n2n/...", true},   // not a dot segment
+	{"http://localhost:9080/n2n/x", true},
+
+	{"/n2n/%2e%2e/internal", false},
+	{"/n2n/%2E%2E/internal", false},
+	{"/n2n/..%2finternal", false},
+	{"/public/%2e%2e/internal", false},
+	{"/internal%2F..", false},
+	{"/n2n//x", false},
+	{"//internal", false},
+	{"/n2n/./x", false},
+	{"/n2n/x/.", false},
+	{"/n2n/../internal", false},
+	{"/n2n\\x", false},
+	{"/n2n/%5c", false},
+	{"/n2n/%5C..%5Cinternal", false},
+	{"/n2n/%00", false},
+	{"/n2n/..;/internal", false},
+	{"/n2n/..%3B/internal", false},
+	{"/n2n;x/..", false},
+	{"/n2n/;x/y", false},
+	{"/n2n/%252e%252e/internal", false},
+	{"/n2n/%25%32%66internal", false},
+	{"/n2n/%c0%ae%c0%ae/internal", false},
+	{"*", false},
+	{"localhost:9080", false},
+	{"http://localhost:9080/n2n/%2e%2e/internal", false},
+}
+
+type guardNext struct{ called bool }
+
+func (n *guardNext) ServeHTTP(http.ResponseWriter, *http.Request) error {
+	n.called = true
+	return nil
+}
+
+func guardRequest(target string, header http.Header) *http.Request {
+	r := httptest.NewRequest(http.MethodGet, "/", nil)
+	r.RequestURI = target // as sent: httptest would parse and could refuse it
+	for k, v := range header {
+		r.Header[k] = v
+	}
+	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, caddy.NewReplacer())
+	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{caddyhttp.ClientIPVarKey: "192.0.2.7"})
+	return r.WithContext(ctx)
+}
+
+func provisionedGuard(t testing.TB) *PathGuard {
+	t.Helper()
+	pg := new(PathGuard)
+	if err := pg.Provision(caddy.Context{Context: context.Background()}); err != nil {
+		t.Fatal(err)
+	}
+	return pg
+}
+
+func TestPathGuardServeHTTP(t *testing.T) {
+	pg := provisionedGuard(t)
+	for _, tc := range pathGuardTargets {
+		next := new(guardNext)
+		err := pg.ServeHTTP(httptest.NewRecorder(), guardRequest(tc.target, nil), next)
+		if tc.pass {
+			if err != nil || !next.called {
+				t.Errorf("%q: error %v, next called %v; want it passed on", tc.target, err, next.called)
+			}
+			continue
+		}
+		var he caddyhttp.HandlerError
+		if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest || next.called {
+			t.Errorf("%q: error %v, next called %v; want 400", tc.target, err, next.called)
+		}
+	}
+}
+
+func TestPathGuardWithoutRequestURI(t *testing.T) {
+	pg := provisionedGuard(t)
+	r := guardRequest("", nil)
+	r.URL = &url.URL{Path: "/n2n/../internal"}
+	next := new(guardNext)
+	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err == nil || next.called {
+		t.Fatalf("error %v, next called %v", err, next.called)
+	}
+	r.URL = &url.URL{Path: "/iam/did:web:example.com:8443", RawPath: "/iam/did:web:example.com%3A8443"}
+	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || !next.called {
+		t.Fatalf("error %v, next called %v", err, next.called)
+	}
+}
+
+func TestPathGuardGRPC(t *testing.T) {
+	pg := provisionedGuard(t)
+	w := httptest.NewRecorder()
+	next := new(guardNext)
+	r := guardRequest("/n2n/%2e%2e/x", http.Header{"Content-Type": {"application/grpc+proto"}})
+	if err := pg.ServeHTTP(w, r, next); err != nil || next.called {
+		t.Fatalf("error %v, next called %v", err, next.called)
+	}
+	if w.Code != http.StatusOK || w.Header().Get("Grpc-Status") != "3" || w.Header().Get("Grpc-Message") == "" {
+		t.Fatalf("status %d, header %v", w.Code, w.Header())
+	}
+}
+
+// adaptCaddyfile adapts a Caddyfile to JSON.
+func adaptCaddyfile(body string) ([]byte, error) {
+	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "Caddyfile"})
+	return out, err
+}
+
+func TestPathGuardCaddyfile(t *testing.T) {
+	out, err := adaptCaddyfile(":80 {\n\tpath_guard\n}")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(out), `{"handler":"path_guard"}`) {
+		t.Errorf("adapted config lacks path_guard:\n%s", out)
+	}
+	for _, tc := range []struct{ body, err string }{
+		{":80 {\n path_guard /n2n/*\n}", "takes no arguments"},
+		{":80 {\n @m path /x\n path_guard @m\n}", "takes no arguments"},
+		{":80 {\n path_guard on\n}", "takes no arguments"},
+		{":80 {\n path_guard {\n strict\n }\n}", "takes no block"},
+	} {
+		_, err := adaptCaddyfile(tc.body)
+		if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "Caddyfile:") {
+			t.Errorf("%q: error %v, want one naming the file and %q", tc.body, err, tc.err)
+		}
+	}
+}
+
+// handlerOrder lists the handlers of routes, depth first, in the order
+// they run: subroutes (handle, handle_path, route) are opened.
+func handlerOrder(routes []any) []string {
+	var names []string
+	for _, rt := range routes {
+		handle, _ := rt.(map[string]any)["handle"].([]any)
+		for _, h := range handle {
+			h := h.(map[string]any)
+			name, _ := h["handler"].(string)
+			names = append(names, name)
+			if sub, ok := h["routes"].([]any); ok {
+				names = append(names, handlerOrder(sub)...)
+			}
+		}
+	}
+	return names
+}
+
+// siteRoutes returns the routes of the only site of the only server.
+func siteRoutes(t *testing.T, out []byte) []any {
+	t.Helper()
+	var cfg struct {
+		Apps struct {
+			HTTP struct {
+				Servers map[string]struct {
+					Routes []map[string]any `json:"routes"`
+				} `json:"servers"`
+			} `json:"http"`
+		} `json:"apps"`
+	}
+	if err := json.Unmarshal(out, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	for _, srv := range cfg.Apps.HTTP.Servers {
+		if len(srv.Routes) != 1 {
+			t.Fatalf("want one site route, got %d:\n%s", len(srv.Routes), out)
+		}
+		handle := srv.Routes[0]["handle"].([]any)
+		return handle[0].(map[string]any)["routes"].([]any)
+	}
+	t.Fatalf("no server:\n%s", out)
+	return nil
+}
+
+// TestPathGuardOrder: written last in a site, path_guard still runs first,
+// before the directives that set variables or read the body, and before
+// every handle, handle_path and route block.
+func TestPathGuardOrder(t *testing.T) {
+	out, err := adaptCaddyfile(`{
+	nutsgate
+}
+example.com {
+	tracing
+	map {path} {backend} {
+		default x
+	}
+	vars foo bar
+	root * /srv
+	fs myfs
+	log_skip /health
+	header X-A b
+	request_body {
+		max_size 1MB
+	}
+	redir /old /new
+	method /m GET
+	rewrite /r /s
+	uri strip_prefix /api
+	try_files {path} /index.html
+	basic_auth /admin/* {
+		bob $2a$14$Zkx19XLiW6VYouLHR5NmfOFU0z2GTNmpkT/5qqR7hx4IjWJPDhjvG
+	}
+	forward_auth /fa/* 127.0.0.1:9 {
+		uri /check
+	}
+	request_header X-B c
+	encode gzip
+	intercept
+	templates
+	mtls_ident
+	client_rate_limit {
+		rate 5/1s
+	}
+	handle /n2n/* {
+		reverse_proxy 127.0.0.1:8080
+	}
+	handle_path /public/* {
+		reverse_proxy 127.0.0.1:8080
+	}
+	route /r/* {
+		respond "r"
+	}
+	handle {
+		abort
+	}
+	error /e 500
+	respond /x 200
+	metrics /metrics
+	reverse_proxy /y 127.0.0.1:8080
+	file_server
+	path_guard
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := handlerOrder(siteRoutes(t, out))
+	if len(order) < 20 || order[0] != "path_guard" || strings.Count(strings.Join(order, " "), "path_guard") != 1 {
+		t.Fatalf("path_guard does not run first: %v\n%s", order, out)
+	}
+
+	// Inside a block it guards that block, again before the rest of it.
+	out, err = adaptCaddyfile(`example.com {
+	handle /n2n/* {
+		request_body {
+			max_size 1MB
+		}
+		vars a b
+		reverse_proxy 127.0.0.1:8080
+		path_guard
+	}
+	handle {
+		respond 404
+	}
+}`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if order := handlerOrder(siteRoutes(t, out)); len(order) < 3 || order[0] != "subroute" || order[1] != "path_guard" {
+		t.Fatalf("path_guard does not run first in its block: %v\n%s", order, out)
+	}
+}
+
+// guardUpstream stands for the node: it records the raw paths it gets.
+type guardUpstream struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (u *guardUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	u.mu.Lock()
+	u.seen = append(u.seen, r.RequestURI)
+	u.mu.Unlock()
+	_, _ = io.WriteString(w, "node ok")
+}
+
+func (u *guardUpstream) take() []string {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	seen := u.seen
+	u.seen = nil
+	return seen
+}
+
+// rawRequest sends a request line as written, which Go's client would
+// clean, and reads the response.
+func rawRequest(t *testing.T, method, target string, header string) *http.Response {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", "localhost:9080", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: localhost:9080\r\nConnection: close\r\n%s\r\n", method, target, header); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("%s %q: %v", method, target, err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	_ = resp.Body.Close()
+	return resp
+}
+
+// TestPathGuardThroughCaddy sends raw request lines to a real Caddy whose
+// routes would otherwise forward ambiguous paths to the node.
+func TestPathGuardThroughCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Caddy")
+	}
+	node := new(guardUpstream)
+	upstream := httptest.NewServer(node)
+	defer upstream.Close()
+
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`
+	{
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns
+		skip_install_trust
+	}
+	http://localhost:9080 {
+		handle /n2n/* {
+			reverse_proxy %s
+		}
+		handle /iam/* {
+			reverse_proxy %[1]s
+		}
+		handle_path /public/* {
+			reverse_proxy %[1]s
+		}
+		handle {
+			respond 404
+		}
+		path_guard
+	}`, upstream.Listener.Addr()), "caddyfile")
+
+	for _, tc := range pathGuardTargets {
+		resp := rawRequest(t, http.MethodGet, tc.target, "")
+		seen := node.take()
+		if tc.pass {
+			if resp.StatusCode == http.StatusBadRequest {
+				t.Errorf("%q: 400, want it passed", tc.target)
+			}
+			continue
+		}
+		if resp.StatusCode != http.StatusBadRequest || len(seen) != 0 {
+			t.Errorf("%q: status %d, node saw %q; want 400 and nothing forwarded", tc.target, resp.StatusCode, seen)
+		}
+	}
+
+	// What reaches the node is the path as sent.
+	for _, target := range []string{"/n2n/x", "/iam/did:web:example.com%3A8443/x", "/iam/%41", "/n2n/x;a=b"} {
+		resp := rawRequest(t, http.MethodGet, target, "")
+		if seen := node.take(); resp.StatusCode != http.StatusOK || len(seen) != 1 || seen[0] != target {
+			t.Errorf("%q: status %d, node saw %q", target, resp.StatusCode, seen)
+		}
+	}
+	// Routing decides what path_guard passes: no route takes /n2n;a=b/x.
+	if resp := rawRequest(t, http.MethodGet, "/n2n;a=b/x", ""); resp.StatusCode != http.StatusNotFound || len(node.take()) != 0 {
+		t.Errorf("/n2n;a=b/x: status %d", resp.StatusCode)
+	}
+
+	// Targets Go's server refuses before Caddy sees them are refused too.
+	for _, target := range []string{"/n2n/%zz", "/n2n/\x00", "/n2n/%"} {
+		if resp := rawRequest(t, http.MethodGet, target, ""); resp.StatusCode != http.StatusBadRequest || len(node.take()) != 0 {
+			t.Errorf("%q: status %d", target, resp.StatusCode)
+		}
+	}
+	// OPTIONS * is answered by Go's server, before any handler, and goes nowhere.
+	if resp := rawRequest(t, http.MethodOptions, "*", ""); resp.StatusCode != http.StatusOK || len(node.take()) != 0 {
+		t.Errorf("OPTIONS *: status %d", resp.StatusCode)
+	}
+	// CONNECT in authority form: refused.
+	if resp := rawRequest(t, http.MethodConnect, "localhost:9080", ""); resp.StatusCode != http.StatusBadRequest || len(node.take()) != 0 {
+		t.Errorf("CONNECT: status %d", resp.StatusCode)
+	}
+	// gRPC is refused the gRPC way.
+	resp := rawRequest(t, http.MethodPost, "/n2n/%2e%2e/internal", "Content-Type: application/grpc\r\nContent-Length: 0\r\n")
+	if resp.StatusCode != http.StatusOK || resp.Header.Get("Grpc-Status") != "3" || len(node.take()) != 0 {
+		t.Errorf("gRPC: status %d, header %v", resp.StatusCode, resp.Header)
+	}
+}
+
+// BenchmarkPathGuard measures path_guard on a request it passes on.
+func BenchmarkPathGuard(b *testing.B) {
+	pg := provisionedGuard(b)
+	r := guardRequest("/iam/did:web:example.com%3A8443/did.json", nil)
+	w := httptest.NewRecorder()
+	next := new(guardNext)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = pg.ServeHTTP(w, r, next)
+	}
+}
+
+// BenchmarkPathGuardRefused measures path_guard on a request it refuses.
+func BenchmarkPathGuardRefused(b *testing.B) {
+	pg := provisionedGuard(b)
+	pg.logger = nil // measure the check, not the log
+	r := guardRequest("/n2n/%2e%2e/internal", nil)
+	w := httptest.NewRecorder()
+	next := new(guardNext)
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = pg.ServeHTTP(w, r, next)
+	}
+}
