@@ -134,7 +134,7 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 		return err
 	}
 	m.file.Store(store.List())
-	w := &filewatch.Watcher{Path: path, Logger: m.logger, Load: func(data []byte) error {
+	w := &filewatch.Watcher{Path: path, Logger: m.logger, MissingIsEmpty: true, Load: func(data []byte) error {
 		if err := store.Reload(data); err != nil {
 			return err
 		}

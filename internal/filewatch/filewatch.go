@@ -10,6 +10,8 @@ package filewatch
 import (
 	"bytes"
 	"context"
+	"errors"
+	"io/fs"
 	"os"
 	"time"
 
@@ -28,6 +30,9 @@ type Watcher struct {
 	Load func(data []byte) error
 	// Logger receives load and read errors.
 	Logger *zap.Logger
+	// MissingIsEmpty makes a file that does not exist count as an empty
+	// one, instead of leaving the content in force.
+	MissingIsEmpty bool
 
 	last    []byte // the content last handed to Load
 	missing bool   // the file could not be read at the last check
@@ -38,10 +43,13 @@ type Watcher struct {
 func (w *Watcher) Prime(data []byte) { w.last = data }
 
 // Check reads the file and hands it to Load if it changed. A file that
-// cannot be read (removed, or unreadable) leaves the content in force and
-// is logged once.
+// cannot be read (removed, unless MissingIsEmpty, or unreadable) leaves the
+// content in force and is logged once.
 func (w *Watcher) Check() {
 	data, err := os.ReadFile(w.Path)
+	if w.MissingIsEmpty && errors.Is(err, fs.ErrNotExist) {
+		data, err = []byte{}, nil
+	}
 	if err != nil {
 		if !w.missing {
 			w.Logger.Error("file unreadable; keeping what is in force", zap.String("file", w.Path), zap.Error(err))
