@@ -97,7 +97,7 @@ func (a *App) Start() error {
 	gateway.Unlock()
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(context.Background())
-	w := &filewatch.Watcher{Path: a.store.Path(), Load: a.store.Reload, Logger: a.logger, MissingIsEmpty: true}
+	w := &filewatch.Watcher{Path: a.store.Path(), Load: func([]byte) error { return a.store.Load() }, Logger: a.logger, MissingIsEmpty: true}
 	w.Check() // primes it with the content in force
 	go w.Run(ctx, filewatch.DefaultInterval)
 	a.logger.Info("deny list loaded", zap.String("file", a.store.Path()), zap.Int("entries", len(a.store.List().Entries())))

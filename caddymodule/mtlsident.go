@@ -134,8 +134,8 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 		return err
 	}
 	m.file.Store(store.List())
-	w := &filewatch.Watcher{Path: path, Logger: m.logger, MissingIsEmpty: true, Load: func(data []byte) error {
-		if err := store.Reload(data); err != nil {
+	w := &filewatch.Watcher{Path: path, Logger: m.logger, MissingIsEmpty: true, Load: func([]byte) error {
+		if err := store.Load(); err != nil {
 			return err
 		}
 		m.file.Store(store.List())
@@ -198,6 +198,10 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	}
 	ctx, done := gateway.streams.Open(r.Context(), id, m.deniesID)
 	defer done()
+	// Cancelling the context alone does not end a stream whose client is idle:
+	// the proxy sits in a read of the request body. Closing the body ends it.
+	stop := context.AfterFunc(ctx, func() { _ = r.Body.Close() })
+	defer stop()
 	return next.ServeHTTP(w, r.WithContext(ctx))
 }
 

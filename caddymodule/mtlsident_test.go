@@ -231,7 +231,7 @@ func TestCaddyfileAdapt(t *testing.T) {
 	}
 	for _, want := range []string{
 		`"nutsgate":{"deny_file":"/var/lib/nutsgate/deny"}`,
-		`{"deny":["CN=a, O=b"],"forward_format":"der","handler":"mtls_ident","require":true},{"burst":10,"handler":"client_rate_limit","rate":"50/1s","zone":"Caddyfile:7"}`,
+		`{"deny":["CN=a, O=b"],"forward_format":"der","handler":"mtls_ident","require":true},{"burst":10,"handler":"client_rate_limit","rate":"50/1s","zone":"client_rate_limit#1"}`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, out)

@@ -54,7 +54,8 @@ type ClientRateLimit struct {
 	MaxKeys int `json:"max_keys,omitempty"`
 
 	// Blocks with the same zone share buckets. Default: a zone of its own
-	// for each Caddyfile block; in JSON, the settings above.
+	// for each Caddyfile block, client_rate_limit#<n> for the n-th block of
+	// the file; in JSON, the settings above.
 	Zone string `json:"zone,omitempty"`
 
 	limiter *ratelimit.Limiter
@@ -145,12 +146,8 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 //	    max_keys <n>
 //	    zone     <name>
 //	}
-//
-// Without a zone, the block's zone is named by where it stands in the
-// Caddyfile, so that every block has buckets of its own.
 func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
-	ownZone := fmt.Sprintf("%s:%d", d.File(), d.Line())
 	if d.NextArg() {
 		return d.ArgErr()
 	}
@@ -184,9 +181,6 @@ func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if rl.Rate == "" {
 		return d.Err("rate is required")
 	}
-	if rl.Zone == "" {
-		rl.Zone = ownZone
-	}
 	return nil
 }
 
@@ -210,10 +204,25 @@ func setCount(field *int, val string) error {
 	return nil
 }
 
+// rateLimitCount is the adaptation state that numbers the
+// client_rate_limit blocks of a Caddyfile.
+const rateLimitCount = "nutsgate.client_rate_limit.count"
+
+// parseClientRateLimit gives a block without a zone a zone of its own,
+// named by its place among the Caddyfile's client_rate_limit blocks: the
+// name stays the same, and so the buckets survive a reload, whatever else
+// changes in the file.
 func parseClientRateLimit(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	rl := new(ClientRateLimit)
-	err := rl.UnmarshalCaddyfile(h.Dispenser)
-	return rl, err
+	if err := rl.UnmarshalCaddyfile(h.Dispenser); err != nil {
+		return nil, err
+	}
+	n, _ := h.State[rateLimitCount].(int)
+	h.State[rateLimitCount] = n + 1
+	if rl.Zone == "" {
+		rl.Zone = fmt.Sprintf("client_rate_limit#%d", n+1)
+	}
+	return rl, nil
 }
 
 // Interface guards

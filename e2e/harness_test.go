@@ -252,12 +252,71 @@ func (b *syncBuffer) String() string {
 	return b.buf.String()
 }
 
-// gateway is one running `nutsgate run` process.
-type gateway struct {
-	base   string      // http://127.0.0.1:<site port>
-	logs   *syncBuffer // the process's stderr, where Caddy writes its log
+// process is one running `nutsgate run` process.
+type process struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited
+	logs   *syncBuffer   // the process's stderr, where Caddy writes its log
 	stdout *syncBuffer
-	up     *upstream
+}
+
+// startProcess starts `nutsgate run` with the Caddyfile at cfgPath and returns once ready reports
+// true (polled every 50 ms, for at most startTimeout). The process is killed when the test ends;
+// if the test failed, its output is printed then.
+func startProcess(t *testing.T, cfgPath string, ready func() bool) *process {
+	t.Helper()
+	p := &process{exited: make(chan struct{}), logs: &syncBuffer{}, stdout: &syncBuffer{}}
+	p.cmd = exec.Command(binPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	p.cmd.Env = childEnv(t.TempDir())
+	p.cmd.SysProcAttr = childProcAttr()
+	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.logs
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start nutsgate: %v", err)
+	}
+	go func() {
+		_ = p.cmd.Wait()
+		close(p.exited)
+	}()
+	t.Cleanup(func() {
+		p.stop(t)
+		if t.Failed() {
+			t.Logf("gateway (pid %d) stdout:\n%s\ngateway stderr:\n%s", p.cmd.Process.Pid, p.stdout, p.logs)
+		}
+	})
+
+	deadline := time.Now().Add(startTimeout)
+	for {
+		select {
+		case <-p.exited:
+			t.Fatalf("nutsgate exited during start-up: %v\nstderr:\n%s", p.cmd.ProcessState, p.logs)
+		default:
+		}
+		if ready() {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nutsgate (%s) not ready within %s", cfgPath, startTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// stop kills the process and waits for it to exit. Stopping a stopped process does nothing.
+func (p *process) stop(t *testing.T) {
+	t.Helper()
+	_ = p.cmd.Process.Kill()
+	select {
+	case <-p.exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("nutsgate pid %d did not exit after kill", p.cmd.Process.Pid)
+	}
+}
+
+// gateway is a running token_v2 gateway in front of a recording upstream.
+type gateway struct {
+	base string // http://127.0.0.1:<site port>
+	*process
+	up *upstream
 }
 
 // caddyfileTemplate is the configuration every gateway runs: /internal/* behind token_v2 and
@@ -305,51 +364,15 @@ func writeCaddyfile(t *testing.T, keysFile string, up *upstream) (path string, s
 func startGateway(t *testing.T, keysFile string, up *upstream) *gateway {
 	t.Helper()
 	cfgPath, sitePort := writeCaddyfile(t, keysFile, up)
-	g := &gateway{
-		base: "http://127.0.0.1:" + strconv.Itoa(sitePort),
-		logs: &syncBuffer{}, stdout: &syncBuffer{}, up: up,
-	}
-
-	cmd := exec.Command(binPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	cmd.Env = childEnv(t.TempDir())
-	cmd.SysProcAttr = childProcAttr()
-	cmd.Stdout, cmd.Stderr = g.stdout, g.logs
-	if err := cmd.Start(); err != nil {
-		t.Fatalf("start nutsgate: %v", err)
-	}
-	exited := make(chan struct{})
-	go func() {
-		_ = cmd.Wait()
-		close(exited)
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("nutsgate pid %d did not exit after kill", cmd.Process.Pid)
-		}
-		if t.Failed() {
-			t.Logf("gateway stdout:\n%s\ngateway stderr:\n%s", g.stdout, g.logs)
-		}
-	})
-
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-exited:
-			t.Fatalf("nutsgate exited during start-up: %v", cmd.ProcessState)
-		default:
-		}
-		if resp, err := httpClient.Get(g.base + "/"); err == nil {
+	g := &gateway{base: "http://127.0.0.1:" + strconv.Itoa(sitePort), up: up}
+	g.process = startProcess(t, cfgPath, func() bool {
+		resp, err := httpClient.Get(g.base + "/")
+		if err == nil {
 			resp.Body.Close()
-			return g
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nutsgate did not answer on %s within %s", g.base, startTimeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return err == nil
+	})
+	return g
 }
 
 // httpClient talks to gateways directly, never through a proxy from the environment.

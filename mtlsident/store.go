@@ -35,34 +35,33 @@ func (s *Store) Path() string { return s.path }
 // List returns the list in force.
 func (s *Store) List() *DenyList { return s.list.Load() }
 
-// Load reads the file. A file that does not exist yet is an empty list; one
-// that does not parse is an error naming the file and line, and leaves the
-// list in force.
+// Load reads the file and puts its list in force. A file that does not
+// exist is an empty list; one that does not parse is an error naming the
+// file and line, and leaves the list in force. The file is read under the
+// same lock as changes are written, so a load never puts back a list older
+// than a change it raced with.
 func (s *Store) Load() error {
 	if s.path == "" {
 		return nil
 	}
+	s.mu.Lock()
 	data, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
 		data, err = nil, nil
 	}
 	if err != nil {
+		s.mu.Unlock()
 		return fmt.Errorf("reading deny file: %v", err)
 	}
-	return s.Reload(data)
-}
-
-// Reload puts the list in the file content data in force.
-func (s *Store) Reload(data []byte) error {
 	list, err := ParseDenyFile(data)
-	var le *LineError
-	if errors.As(err, &le) {
-		return fmt.Errorf("%s:%d: %v", s.path, le.Line, le.Err)
-	}
 	if err != nil {
+		s.mu.Unlock()
+		var le *LineError
+		if errors.As(err, &le) {
+			return fmt.Errorf("%s:%d: %v", s.path, le.Line, le.Err)
+		}
 		return err
 	}
-	s.mu.Lock()
 	s.list.Store(list)
 	s.mu.Unlock()
 	s.changed()

@@ -42,8 +42,14 @@ func TestStore(t *testing.T) {
 		t.Fatalf("%d change notifications, want 2", changes)
 	}
 	// a hand edit that does not parse keeps the list in force
-	if err := s.Reload([]byte("CN=x\nnot a dn\n")); err == nil || !strings.HasPrefix(err.Error(), path+":2: ") {
+	if err := os.WriteFile(path, []byte("CN=x\nnot a dn\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Load(); err == nil || !strings.HasPrefix(err.Error(), path+":2: ") {
 		t.Fatalf("bad reload: %v", err)
+	}
+	if err := os.Remove(path); err != nil {
+		t.Fatal(err)
 	}
 	// a failed write changes nothing
 	if err := os.Chmod(filepath.Dir(path), 0o500); err != nil {

@@ -36,7 +36,7 @@ func TestWatcher(t *testing.T) {
 	}
 	write("a")
 	w.Check()
-	w.Check() // unchanged: not loaded again
+	w.Check()  // unchanged: not loaded again
 	write("b") // same size, in place
 	w.Check()
 	tmp := path + ".tmp"
