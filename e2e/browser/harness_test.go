@@ -1,0 +1,526 @@
+//go:build linux
+
+package browser
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/chromedp/cdproto/network"
+	"github.com/chromedp/chromedp"
+)
+
+// binPath is the nutsgate binary built by TestMain.
+var binPath string
+
+// TestMain builds the binary once for every test in the package. A build
+// failure fails the package: these tests are never skipped.
+func TestMain(m *testing.M) {
+	os.Exit(runMain(m))
+}
+
+func runMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "nutsgate-browser-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e/browser: temp dir:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+
+	root, err := moduleRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e/browser:", err)
+		return 1
+	}
+	binPath = filepath.Join(dir, "nutsgate")
+	build := exec.Command("go", "build", "-o", binPath, "./cmd/nutsgate")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "e2e/browser: go build ./cmd/nutsgate failed: %v\n%s", err, out)
+		return 1
+	}
+	return m.Run()
+}
+
+// moduleRoot returns the directory holding go.mod, found from the package
+// directory upwards.
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the e2e/browser directory")
+		}
+		dir = parent
+	}
+}
+
+// freePort returns a loopback TCP port nothing listens on right now.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("free port: %v", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// waitFor calls cond every 50 ms until it reports true or timeout passes,
+// and reports whether it did. It polls a condition; it is never a delay for
+// its own sake.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for a process writing and a test
+// reading at once.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// ---- the gateway process ----
+
+// gatewayStartTimeout bounds how long a gateway may take to answer on its
+// site port.
+const gatewayStartTimeout = 20 * time.Second
+
+// gateway is one running `nutsgate run` process.
+type gateway struct {
+	base   string // http://127.0.0.1:<site port>
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once the process has exited
+	logs   *syncBuffer   // stderr, where Caddy writes its logs, access log included
+	stdout *syncBuffer
+}
+
+// startGateway writes caddyfile into a temp dir and starts `nutsgate run`
+// with it. It returns once the site at base answers any HTTP response, and
+// kills the process when the test ends, printing its output if the test
+// failed.
+func startGateway(t *testing.T, base, caddyfile string) *gateway {
+	t.Helper()
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "Caddyfile")
+	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := &gateway{base: base, exited: make(chan struct{}), logs: &syncBuffer{}, stdout: &syncBuffer{}}
+	g.cmd = exec.Command(binPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	// Caddy's storage and autosave go to the temp dir, never the real home.
+	g.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
+	// The kernel kills the gateway if the test binary dies (say, on a test
+	// timeout), so none outlives the run.
+	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	g.cmd.Stdout, g.cmd.Stderr = g.stdout, g.logs
+	if err := g.cmd.Start(); err != nil {
+		t.Fatalf("start nutsgate: %v", err)
+	}
+	go func() {
+		_ = g.cmd.Wait()
+		close(g.exited)
+	}()
+	t.Cleanup(func() {
+		_ = g.cmd.Process.Kill()
+		select {
+		case <-g.exited:
+		case <-time.After(10 * time.Second):
+			t.Errorf("nutsgate pid %d did not exit after kill", g.cmd.Process.Pid)
+		}
+		if t.Failed() {
+			t.Logf("gateway stdout:\n%s\ngateway stderr:\n%s", g.stdout, g.logs)
+		}
+	})
+
+	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 5 * time.Second}
+	ready := waitFor(gatewayStartTimeout, func() bool {
+		select {
+		case <-g.exited:
+			return true
+		default:
+		}
+		resp, err := client.Get(base + "/")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return true
+	})
+	select {
+	case <-g.exited:
+		t.Fatalf("nutsgate exited during start-up: %v\nstderr:\n%s", g.cmd.ProcessState, g.logs)
+	default:
+	}
+	if !ready {
+		t.Fatalf("nutsgate not answering on %s within %s\nstderr:\n%s", base, gatewayStartTimeout, g.logs)
+	}
+	return g
+}
+
+// accessEntry is one line of Caddy's JSON access log.
+type accessEntry struct {
+	Logger  string `json:"logger"`
+	Msg     string `json:"msg"`
+	Status  int    `json:"status"`
+	Request struct {
+		Method string `json:"method"`
+		URI    string `json:"uri"`
+	} `json:"request"`
+}
+
+// accessLog returns the access log entries written so far.
+func (g *gateway) accessLog() []accessEntry {
+	var out []accessEntry
+	sc := bufio.NewScanner(strings.NewReader(g.logs.String()))
+	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
+	for sc.Scan() {
+		var e accessEntry
+		if json.Unmarshal(sc.Bytes(), &e) != nil {
+			continue
+		}
+		if strings.HasPrefix(e.Logger, "http.log.access") && e.Msg == "handled request" {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// handled returns the statuses the gateway answered method uri with, as its
+// access log tells.
+func (g *gateway) handled(method, uri string) []int {
+	var statuses []int
+	for _, e := range g.accessLog() {
+		if e.Request.Method == method && e.Request.URI == uri {
+			statuses = append(statuses, e.Status)
+		}
+	}
+	return statuses
+}
+
+// ---- the web pages ----
+
+// page is a web page on its own origin whose script makes one cross-origin
+// fetch to the gateway and writes the outcome into the document.
+type page struct {
+	name   string
+	origin string // http://127.0.0.1:<port>, also the URL of the page
+}
+
+// pageTemplate is the HTML of a page. Its script sends a PUT with a JSON
+// body and an X-Custom header: none of the three is CORS-safelisted, so
+// the browser must ask the gateway with a preflight first. The outcome,
+// as JSON, goes into #result, which gets data-done once it is there.
+const pageTemplate = `<!doctype html>
+<html>
+<head><meta charset="utf-8"><title>%[1]s: pending</title></head>
+<body>
+<h1>%[1]s</h1>
+<pre id="result"></pre>
+<script>
+(async () => {
+	let outcome;
+	try {
+		const resp = await fetch(%[2]s, {
+			method: "PUT",
+			headers: {"Content-Type": "application/json", "X-Custom": "1"},
+			body: JSON.stringify({from: %[3]s}),
+		});
+		outcome = {ok: true, status: resp.status, body: await resp.text()};
+	} catch (e) {
+		outcome = {ok: false, name: e.name, message: e.message};
+	}
+	const el = document.getElementById("result");
+	el.textContent = JSON.stringify(outcome);
+	el.dataset.done = "1";
+	document.title = %[3]s + ": " + (outcome.ok ? "fetched" : "failed");
+})();
+</script>
+</body>
+</html>
+`
+
+// startPage serves the page called name on a fresh 127.0.0.1 port; its
+// script fetches fetchURL. Every other path is 404. The server closes when
+// the test ends.
+func startPage(t *testing.T, name, fetchURL string) *page {
+	t.Helper()
+	jsURL, _ := json.Marshal(fetchURL)
+	jsName, _ := json.Marshal(name)
+	html := fmt.Sprintf(pageTemplate, name, jsURL, jsName)
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		fmt.Fprint(w, html)
+	}))
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatalf("page %s: listen: %v", name, err)
+	}
+	srv.Listener.Close()
+	srv.Listener = l
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return &page{name: name, origin: srv.URL}
+}
+
+// outcome is what a page's script wrote into #result.
+type outcome struct {
+	OK      bool   `json:"ok"`
+	Status  int    `json:"status"`  // when OK
+	Body    string `json:"body"`    // when OK
+	Name    string `json:"name"`    // the error's name, when not OK
+	Message string `json:"message"` // the error's message, when not OK
+}
+
+func (o outcome) String() string {
+	if o.OK {
+		return fmt.Sprintf("status %d, body %q", o.Status, o.Body)
+	}
+	return fmt.Sprintf("%s: %s", o.Name, o.Message)
+}
+
+// ---- Chromium ----
+
+// chromiumPath returns Debian's Chromium: `chromium` on PATH, else
+// /usr/bin/chromium.
+func chromiumPath() (string, error) {
+	for _, name := range []string{"chromium", "/usr/bin/chromium"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
+	}
+	return "", errors.New("chromium not found: no `chromium` on PATH and no /usr/bin/chromium. " +
+		"This test drives a real browser and is never skipped; install Debian's package: apt-get install -y chromium")
+}
+
+// processesUsing returns the processes whose command line holds
+// --user-data-dir=dir: the browser started with that profile and every one
+// of its children, which Chromium passes the flag to.
+func processesUsing(dir string) []int {
+	want := []byte("--user-data-dir=" + dir)
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var pids []int
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil || pid == os.Getpid() {
+			continue
+		}
+		cmdline, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil {
+			continue
+		}
+		for arg := range bytes.SplitSeq(cmdline, []byte{0}) {
+			if bytes.Equal(arg, want) {
+				pids = append(pids, pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+// userDataDirOf returns the --user-data-dir of the running process pid.
+func userDataDirOf(pid int) string {
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return ""
+	}
+	for arg := range bytes.SplitSeq(cmdline, []byte{0}) {
+		if dir, ok := bytes.CutPrefix(arg, []byte("--user-data-dir=")); ok {
+			return string(dir)
+		}
+	}
+	return ""
+}
+
+// browserTimeout bounds the whole browser session of a test: start-up,
+// every page and the shutdown.
+const browserTimeout = 60 * time.Second
+
+// startBrowser starts headless Chromium with a fresh, temporary profile and
+// returns the context of its first tab and a log of the tab's network
+// events. Chromium lives at most browserTimeout, and when the test ends it
+// is closed, then killed with all its children by chromedp's allocator;
+// the test fails if any of its processes survive or its profile is left
+// behind.
+func startBrowser(t *testing.T) (context.Context, *netLog) {
+	t.Helper()
+	exe, err := chromiumPath()
+	if err != nil {
+		t.Fatal(err)
+	}
+	output := &syncBuffer{}
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(exe),
+		chromedp.NoSandbox,
+		chromedp.DisableGPU,
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("no-proxy-server", true),
+		chromedp.CombinedOutput(output),
+		// No UserDataDir: chromedp makes a fresh temporary profile, kills
+		// the browser's leftover children when it stops, and removes it.
+	)
+	ctx, cancelTimeout := context.WithTimeout(context.Background(), browserTimeout)
+	allocCtx, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
+	tabCtx, cancelTab := chromedp.NewContext(allocCtx)
+
+	var profile string
+	t.Cleanup(func() {
+		// Close the browser gracefully, bounded; then cancel the allocator,
+		// which kills what is left and waits for it.
+		closeCtx, cancelClose := context.WithTimeout(tabCtx, 10*time.Second)
+		if err := chromedp.Cancel(closeCtx); err != nil && !errors.Is(err, context.Canceled) && !errors.Is(err, context.DeadlineExceeded) {
+			t.Logf("closing Chromium: %v", err)
+		}
+		cancelClose()
+		cancelTab()
+		cancelAlloc()
+		cancelTimeout()
+		if profile != "" {
+			if pids := processesUsing(profile); len(pids) > 0 {
+				for _, pid := range pids {
+					_ = syscall.Kill(pid, syscall.SIGKILL)
+				}
+				t.Errorf("Chromium processes %v still ran after the allocator was cancelled (killed now)", pids)
+			}
+			if _, err := os.Stat(profile); !errors.Is(err, os.ErrNotExist) {
+				t.Errorf("Chromium profile %s left behind (stat: %v)", profile, err)
+			}
+		}
+		if t.Failed() {
+			t.Logf("Chromium output:\n%s", output)
+		}
+	})
+
+	// Starts the browser and the tab, then turns on network events.
+	nl := &netLog{requests: map[network.RequestID]*network.EventRequestWillBeSent{}}
+	if err := chromedp.Listen(tabCtx, nl.record); err != nil {
+		t.Fatalf("start Chromium (%s): %v\noutput:\n%s", exe, err, output)
+	}
+	if c := chromedp.FromContext(tabCtx); c != nil && c.Browser != nil && c.Browser.Process() != nil {
+		profile = userDataDirOf(c.Browser.Process().Pid)
+	}
+	if profile == "" {
+		t.Error("cannot tell the profile directory of the running Chromium, so cannot check its processes end")
+	}
+	if _, err := chromedp.Call(tabCtx, network.Enable, network.EnableParams{}); err != nil {
+		t.Fatalf("Network.enable: %v", err)
+	}
+	return tabCtx, nl
+}
+
+// netLog records a tab's network requests and their failures, as Chromium
+// reports them over the DevTools protocol.
+type netLog struct {
+	mu       sync.Mutex
+	requests map[network.RequestID]*network.EventRequestWillBeSent
+	failures []*network.EventLoadingFailed
+}
+
+// record is the chromedp.Listen callback: it only stores, so it is fast.
+func (nl *netLog) record(ev any) {
+	nl.mu.Lock()
+	defer nl.mu.Unlock()
+	switch ev := ev.(type) {
+	case *network.EventRequestWillBeSent:
+		nl.requests[ev.RequestID] = ev
+	case *network.EventLoadingFailed:
+		nl.failures = append(nl.failures, ev)
+	}
+}
+
+// failure is a failed request as Chromium reported it.
+type failure struct {
+	method, url, errorText string
+	cors                   *network.CorsErrorStatus // nil unless CORS blocked it
+}
+
+// failuresFor returns the failed requests whose URL is url.
+func (nl *netLog) failuresFor(url string) []failure {
+	nl.mu.Lock()
+	defer nl.mu.Unlock()
+	var out []failure
+	for _, f := range nl.failures {
+		req, ok := nl.requests[f.RequestID]
+		if !ok || req.Request == nil || req.Request.URL != url {
+			continue
+		}
+		out = append(out, failure{method: req.Request.Method, url: req.Request.URL, errorText: f.ErrorText, cors: f.CorsErrorStatus})
+	}
+	return out
+}
+
+// load navigates the tab to p and returns the outcome its script writes,
+// waiting at most timeout for it.
+func load(ctx context.Context, p *page, timeout time.Duration) (outcome, error) {
+	var o outcome
+	if err := chromedp.Do(ctx, chromedp.Navigate(p.origin+"/")); err != nil {
+		return o, fmt.Errorf("navigate to %s: %w", p.origin, err)
+	}
+	text, err := chromedp.Run(ctx, chromedp.Poll[string](
+		`document.querySelector("#result[data-done]")?.textContent`,
+		chromedp.WithPollingInterval(50*time.Millisecond),
+		chromedp.WithPollingTimeout(timeout),
+	))
+	if err != nil {
+		return o, fmt.Errorf("page %s wrote no outcome within %s: %w", p.name, timeout, err)
+	}
+	if err := json.Unmarshal([]byte(text), &o); err != nil {
+		return o, fmt.Errorf("page %s wrote %q: %w", p.name, text, err)
+	}
+	return o, nil
+}
