@@ -92,10 +92,21 @@ type result struct {
 // exit status. It fails the test if the process cannot be started or does not finish in time.
 func runBin(t *testing.T, timeout time.Duration, args ...string) result {
 	t.Helper()
+	return runBinIn(t, timeout, "", nil, args...)
+}
+
+// runBinIn is runBin in the working directory dir (the test's own if empty) with env as the
+// child's whole environment (childEnv of a fresh temp dir if nil).
+func runBinIn(t *testing.T, timeout time.Duration, dir string, env []string, args ...string) result {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, binPath, args...)
-	cmd.Env = childEnv(t.TempDir())
+	cmd.Dir = dir
+	cmd.Env = env
+	if env == nil {
+		cmd.Env = childEnv(t.TempDir())
+	}
 	cmd.SysProcAttr = childProcAttr()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
