@@ -489,6 +489,26 @@ func eventually(t *testing.T, within time.Duration, msg string, cond func() bool
 	}
 }
 
+// awaitReload waits until the gateway p has logged a completed config load and then answers
+// probe three times in a row without a transport error. A reload stops the old servers while the
+// new ones already run, and a connection that lands on a stopping server is closed: the checks
+// after a reload are about the new config, not about that moment.
+func awaitReload(t *testing.T, p *process, probe func() error) {
+	t.Helper()
+	eventually(t, 5*time.Second, "the gateway logged no completed config load: was the config reloaded?", func() bool {
+		return strings.Contains(p.logs.String(), `"load complete"`)
+	})
+	ok := 0
+	eventually(t, 5*time.Second, "the gateway does not answer after the reload", func() bool {
+		if probe() != nil {
+			ok = 0
+			return false
+		}
+		ok++
+		return ok == 3
+	})
+}
+
 // ---- files ----
 
 // writeFileAtomic writes data to path through a temp file in the same directory and a rename,

@@ -124,9 +124,7 @@ func TestMetrics(t *testing.T) {
 	if res := runBin(t, cliTimeout, args...); res.code != 0 {
 		t.Fatalf("nutsgate reload: exit status %d\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
 	}
-	if !strings.Contains(g.logs.String(), `"load complete"`) {
-		t.Fatalf("the gateway logged no completed config load through the admin API: was the config reloaded?")
-	}
+	awaitReload(t, g.process, func() error { return g.request(t, nil, http.MethodGet, "/reload-probe", nil).err })
 	expectMetrics(t, "right after the reload", g.scrapeMetrics(t, "nutsgate_"), want)
 
 	send(t, []metricsTraffic{

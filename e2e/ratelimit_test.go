@@ -117,9 +117,8 @@ func TestRateLimitSurvivesReload(t *testing.T) {
 			if res := runBin(t, cliTimeout, args...); res.code != 0 {
 				t.Fatalf("nutsgate reload: exit status %d\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
 			}
-			if !strings.Contains(g.logs.String(), `"load complete"`) {
-				t.Errorf("the gateway did not log a completed config load; was the config reloaded?")
-			}
+			probe := g.pki.client(t, "reload-probe")
+			awaitReload(t, g.process, func() error { return g.get(t, probe, "/reload-probe", nil).err })
 
 			g.expectLimited(t, c, n2nPath("reload-after")+"/")
 			path := n2nPath("reload-new")
