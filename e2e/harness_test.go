@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // binPath is the nutsgate binary built by TestMain.
@@ -32,44 +34,14 @@ func TestMain(m *testing.M) {
 }
 
 func runMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "nutsgate-e2e-bin-")
+	bin, cleanup, err := e2ebin.Build()
 	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: temp dir:", err)
+		fmt.Fprintf(os.Stderr, "e2e: %v\n", err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-
-	root, err := moduleRoot()
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e:", err)
-		return 1
-	}
-	binPath = filepath.Join(dir, "nutsgate")
-	build := exec.Command("go", "build", "-o", binPath, "./cmd/nutsgate")
-	build.Dir = root
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "e2e: go build ./cmd/nutsgate failed: %v\n%s", err, out)
-		return 1
-	}
+	defer cleanup()
+	binPath = bin
 	return m.Run()
-}
-
-// moduleRoot returns the directory holding go.mod, found from the package directory upwards.
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the e2e directory")
-		}
-		dir = parent
-	}
 }
 
 // childEnv is the environment for every run of the binary: the caller's, with HOME and the XDG

@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // The files the shipped Caddyfiles read, relative to NUTSGATE_TLS (certificates) and
@@ -132,7 +134,7 @@ var errorLogLine = regexp.MustCompile(`"level":"(error|dpanic|panic|fatal)"`)
 // paths really are taken from the environment and are checked.
 func TestShippedConfigs(t *testing.T) {
 	t.Parallel()
-	root, err := moduleRoot()
+	root, err := e2ebin.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +309,7 @@ func isTokenV2(keysFile string) func(jsonObj) bool {
 // multi-tenant Caddyfile is held to the same path_guard rule.
 func TestExampleAdaptedConfig(t *testing.T) {
 	t.Parallel()
-	root, err := moduleRoot()
+	root, err := e2ebin.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -494,7 +496,7 @@ func TestSystemdUnit(t *testing.T) {
 		t.Logf("NOT CHECKED: systemd-analyze is not on PATH (%v); deploy/nutsgate.service was not verified. Set NUTSGATE_REQUIRE_SYSTEMD=1 to make this a failure.", err)
 		return
 	}
-	root, err := moduleRoot()
+	root, err := e2ebin.ModuleRoot()
 	if err != nil {
 		t.Fatal(err)
 	}

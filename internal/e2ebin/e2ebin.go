@@ -1,0 +1,52 @@
+// Package e2ebin builds the nutsgate binary for the black-box tests, which
+// run it as an operator would.
+package e2ebin
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+)
+
+// ModuleRoot returns the directory holding go.mod, found from the working
+// directory upwards.
+func ModuleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// Build builds ./cmd/nutsgate into a new temporary directory. It returns
+// the binary's path and a function that removes the directory.
+func Build() (bin string, cleanup func(), err error) {
+	root, err := ModuleRoot()
+	if err != nil {
+		return "", nil, err
+	}
+	dir, err := os.MkdirTemp("", "nutsgate-e2e-bin-")
+	if err != nil {
+		return "", nil, fmt.Errorf("temp dir: %v", err)
+	}
+	cleanup = func() { os.RemoveAll(dir) }
+	bin = filepath.Join(dir, "nutsgate")
+	build := exec.Command("go", "build", "-o", bin, "./cmd/nutsgate")
+	build.Dir = root
+	if out, err := build.CombinedOutput(); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("go build ./cmd/nutsgate: %v\n%s", err, out)
+	}
+	return bin, cleanup, nil
+}
