@@ -165,9 +165,8 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		mtlsident.StripHeader(r.Header, m.header)
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
-	for _, name := range []string{"subject", "cn", "fingerprint", "issuer"} {
-		repl.Set("mtls.client."+name, "")
-	}
+	var id mtlsident.Identity // empty until the client is identified
+	repl.Map(func(key string) (any, bool) { return clientPlaceholder(&id, key) })
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		if m.Require {
 			m.audit("client refused", r, zap.String("reason", "no verified client certificate"))
@@ -176,25 +175,21 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		}
 		return next.ServeHTTP(w, r)
 	}
-	leaf := r.TLS.VerifiedChains[0][0]
-	id, err := mtlsident.Identify(leaf)
+	client, err := mtlsident.Identify(r.TLS.VerifiedChains[0][0])
 	if err != nil {
 		m.audit("client refused", r, zap.String("reason", err.Error()))
 		mtlsRefusals.WithLabelValues("ambiguous_certificate").Inc()
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate not accepted")
 	}
-	if e, denied := m.denies(id); denied {
-		m.audit("client denied", r, zap.String("subject", id.Subject), zap.String("fingerprint", id.Fingerprint), zap.String("entry", e.Text))
+	if e, denied := m.denies(client); denied {
+		m.audit("client denied", r, zap.String("subject", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
 		mtlsRefusals.WithLabelValues("denied").Inc()
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client denied")
 	}
-	countClient(id.Subject)
-	repl.Set("mtls.client.subject", id.Subject)
-	repl.Set("mtls.client.cn", id.CN)
-	repl.Set("mtls.client.fingerprint", id.Fingerprint)
-	repl.Set("mtls.client.issuer", id.Issuer)
+	countClient(client.Subject)
+	id = client
 	if m.header != "off" {
-		r.Header.Set(m.header, m.format.Encode(leaf))
+		r.Header.Set(m.header, id.Forward(m.format))
 	}
 	ctx, done := gateway.streams.Open(r.Context(), id, m.deniesID)
 	defer done()
@@ -203,6 +198,22 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	stop := context.AfterFunc(ctx, func() { _ = r.Body.Close() })
 	defer stop()
 	return next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// clientPlaceholder gives the {mtls.client.*} placeholders of an identity,
+// empty while the client is not identified.
+func clientPlaceholder(id *mtlsident.Identity, key string) (any, bool) {
+	switch key {
+	case "mtls.client.subject":
+		return id.Subject, true
+	case "mtls.client.cn":
+		return id.CN, true
+	case "mtls.client.fingerprint":
+		return id.Fingerprint, true
+	case "mtls.client.issuer":
+		return id.Issuer, true
+	}
+	return nil, false
 }
 
 // denies finds the entry that refuses id: the handler's own, its file's, or

@@ -31,6 +31,17 @@ type Identity struct {
 	Issuer string
 
 	subjectKey string // normalised Subject, for deny-list matching
+	pemValue   string // the certificate as FormatPEM writes it
+	derValue   string // the certificate as FormatDER writes it
+}
+
+// Forward returns the forwarding-header value of the certificate in format f,
+// encoded once when the certificate was identified.
+func (id Identity) Forward(f Format) string {
+	if f == FormatDER {
+		return id.derValue
+	}
+	return id.pemValue
 }
 
 // ErrAmbiguous is returned for a certificate whose subject holds more than
@@ -113,6 +124,7 @@ func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, e
 		return Identity{}, fmt.Errorf("normalising subject %q: %v", id.Subject, err)
 	}
 	id.subjectKey = key
+	id.pemValue, id.derValue = FormatPEM.Encode(cert), FormatDER.Encode(cert)
 	return id, nil
 }
 
