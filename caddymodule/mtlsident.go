@@ -178,7 +178,11 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	client, err := mtlsident.Identify(r.TLS.VerifiedChains[0][0])
 	if err != nil {
 		m.audit("client refused", r, zap.String("reason", err.Error()))
-		mtlsRefusals.WithLabelValues("ambiguous_certificate").Inc()
+		reason := "ambiguous_certificate"
+		if !errors.Is(err, mtlsident.ErrAmbiguous) {
+			reason = "unreadable_certificate"
+		}
+		mtlsRefusals.WithLabelValues(reason).Inc()
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate not accepted")
 	}
 	if e, denied := m.denies(client); denied {
