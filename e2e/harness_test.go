@@ -262,6 +262,9 @@ func startProcess(t *testing.T, cfgPath string, ready func() bool) *process {
 	}()
 	t.Cleanup(func() {
 		p.stop(t)
+		if strings.Contains(p.logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector reported a data race in the gateway (NUTSGATE_E2E_RACE)")
+		}
 		if t.Failed() {
 			t.Logf("gateway (pid %d) stdout:\n%s\ngateway stderr:\n%s", p.cmd.Process.Pid, p.stdout, p.logs)
 		}

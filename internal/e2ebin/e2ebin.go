@@ -29,8 +29,9 @@ func ModuleRoot() (string, error) {
 	}
 }
 
-// Build builds ./cmd/nutsgate into a new temporary directory. It returns
-// the binary's path and a function that removes the directory.
+// Build builds ./cmd/nutsgate into a new temporary directory, with the race
+// detector when NUTSGATE_E2E_RACE is set. It returns the binary's path and a
+// function that removes the directory.
 func Build() (bin string, cleanup func(), err error) {
 	root, err := ModuleRoot()
 	if err != nil {
@@ -42,7 +43,11 @@ func Build() (bin string, cleanup func(), err error) {
 	}
 	cleanup = func() { os.RemoveAll(dir) }
 	bin = filepath.Join(dir, "nutsgate")
-	build := exec.Command("go", "build", "-o", bin, "./cmd/nutsgate")
+	args := []string{"build", "-o", bin}
+	if os.Getenv("NUTSGATE_E2E_RACE") != "" {
+		args = append(args, "-race") // the gateway itself under the race detector
+	}
+	build := exec.Command("go", append(args, "./cmd/nutsgate")...)
 	build.Dir = root
 	if out, err := build.CombinedOutput(); err != nil {
 		cleanup()
