@@ -55,6 +55,7 @@ var gateway = struct {
 	sync.Mutex
 	store   *mtlsident.Store
 	streams mtlsident.Streams
+	conns   mtlsident.Conns
 }{store: mtlsident.NewStore("", nil)}
 
 // globalDeny returns the gateway-wide deny list store in force.
@@ -118,11 +119,12 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// sweepDenied ends the open requests of clients that a deny list now
-// refuses.
+// sweepDenied ends the open requests, and closes the connections, of
+// clients that a deny list now refuses.
 func sweepDenied() {
-	if n := gateway.streams.Sweep(); n > 0 {
-		caddy.Log().Named("nutsgate").Info("ended the open requests of denied clients", zap.Int("requests", n))
+	requests, conns := gateway.streams.Sweep(), gateway.conns.Sweep()
+	if requests+conns > 0 {
+		caddy.Log().Named("nutsgate").Info("cut off denied clients", zap.Int("requests", requests), zap.Int("connections", conns))
 	}
 }
 

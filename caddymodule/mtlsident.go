@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -51,7 +52,8 @@ const defaultForwardHeader = "X-SSL-CERT"
 // certificate fingerprints. The handler's own entries, those of its
 // deny_file (reloaded when it changes) and the gateway-wide list of the
 // `nutsgate` app all apply. Denying a client also ends its open requests,
-// gRPC streams included, within a second.
+// gRPC streams included, and closes its connections, idle keep-alive and
+// HTTP/2 connections included, within a second.
 //
 // Placeholders, empty when there is no verified certificate:
 //
@@ -106,6 +108,9 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 	}
 	if m.format, err = mtlsident.ParseFormat(defaultString(m.ForwardFormat, string(mtlsident.FormatPEM))); err != nil {
 		return err
+	}
+	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
+		srv.RegisterConnContext(trackConn)
 	}
 	m.header = defaultString(m.ForwardHeader, defaultForwardHeader)
 	if strings.ContainsAny(m.header, " :\t\r\n") {
@@ -192,6 +197,9 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	}
 	countClient(client.Subject)
 	id = client
+	if conn, ok := r.Context().Value(connKey{}).(*mtlsident.Conn); ok {
+		conn.Identified(m, id, m.deniesID)
+	}
 	if m.header != "off" {
 		r.Header.Set(m.header, id.Forward(m.format))
 	}
@@ -202,6 +210,18 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	stop := context.AfterFunc(ctx, func() { _ = r.Body.Close() })
 	defer stop()
 	return next.ServeHTTP(w, r.WithContext(ctx))
+}
+
+// connKey is the context key of a connection's *mtlsident.Conn.
+type connKey struct{}
+
+// trackConn registers every connection of a server with mtls_ident, so that
+// denying a client can close the connections it holds.
+func trackConn(ctx context.Context, c net.Conn) context.Context {
+	if ctx.Value(connKey{}) != nil {
+		return ctx // another mtls_ident of the server registered it
+	}
+	return context.WithValue(ctx, connKey{}, gateway.conns.Track(c))
 }
 
 // clientPlaceholder gives the {mtls.client.*} placeholders of an identity,

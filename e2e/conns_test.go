@@ -1,0 +1,112 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+)
+
+// TestDenyClosesConnections proves that denying a client closes the connections it holds even
+// while they are idle: an HTTP/2 connection of a gRPC client between calls, and an HTTP/1.1
+// keep-alive connection between requests. A denied peer does not keep its connection.
+func TestDenyClosesConnections(t *testing.T) {
+	t.Parallel()
+	g := startMTLSGateway(t, 10000, 10000)
+
+	t.Run("gRPC connection between calls", func(t *testing.T) {
+		t.Parallel()
+		c := g.pki.client(t, "conn-grpc")
+		closed := make(chan struct{})
+		addr := g.addr(g.GRPC)
+		cl := g.dialGRPC(t, "localhost:"+strconv.Itoa(g.GRPC),
+			grpc.WithTransportCredentials(credentials.NewTLS(g.tlsConfig(c))),
+			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+				conn, err := (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+				if err != nil {
+					return nil, err
+				}
+				return &watchedConn{Conn: conn, closed: closed}, nil
+			}))
+		if _, err := cl.unary(t); err != nil {
+			t.Fatalf("UnaryCall before the denial: %v", err)
+		}
+		denied := time.Now()
+		g.changeDeny(t, http.MethodPost, c.subject())
+		select {
+		case <-closed:
+			t.Logf("connection closed %s after the denial", time.Since(denied).Round(time.Millisecond))
+		case <-time.After(time.Second):
+			t.Fatal("the idle gRPC connection of a denied client is still open 1 s after the denial")
+		}
+	})
+
+	t.Run("HTTP/1.1 keep-alive connection between requests", func(t *testing.T) {
+		t.Parallel()
+		c := g.pki.client(t, "conn-http1")
+		cfg := g.tlsConfig(c)
+		cfg.NextProtos = []string{"http/1.1"}
+		conn, err := tls.Dial("tcp", g.addr(g.N2N), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		br := bufio.NewReader(conn)
+		if _, err := io.WriteString(conn, "GET "+n2nPath("keepalive")+" HTTP/1.1\r\nHost: localhost:"+strconv.Itoa(g.N2N)+"\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || resp.Close {
+			t.Fatalf("first request: %d (close %v), want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
+		}
+		denied := time.Now()
+		g.changeDeny(t, http.MethodPost, c.subject())
+		if err := conn.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		_, err = br.ReadByte()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the idle keep-alive connection of a denied client is still open 1 s after the denial")
+		}
+		t.Logf("connection closed %s after the denial: %v", time.Since(denied).Round(time.Millisecond), err)
+	})
+}
+
+// watchedConn closes closed when the connection ends: a read fails, or the client's TLS layer,
+// having read the server's close_notify, closes it. The test closes it only at its end.
+type watchedConn struct {
+	net.Conn
+	once   sync.Once
+	closed chan struct{}
+}
+
+func (w *watchedConn) Read(p []byte) (int, error) {
+	n, err := w.Conn.Read(p)
+	if err != nil {
+		w.ended()
+	}
+	return n, err
+}
+
+func (w *watchedConn) Close() error {
+	w.ended()
+	return w.Conn.Close()
+}
+
+func (w *watchedConn) ended() { w.once.Do(func() { close(w.closed) }) }
