@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -23,9 +22,6 @@ import (
 
 // binPath is the nutsgate binary built by TestMain.
 var binPath string
-
-// startTimeout bounds how long a gateway may take to answer on its site port.
-const startTimeout = 15 * time.Second
 
 // TestMain builds the binary once for every test in the package. A build failure fails the
 // package: these tests are never skipped.
@@ -44,16 +40,6 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// childEnv is the environment for every run of the binary: the caller's, with HOME and the XDG
-// directories moved into dir so Caddy's autosave and storage never touch the real home.
-func childEnv(dir string) []string {
-	env := os.Environ()
-	for _, name := range []string{"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"} {
-		env = append(env, name+"="+dir)
-	}
-	return env
-}
-
 // result is what one finished run of the binary produced.
 type result struct {
 	stdout, stderr string
@@ -68,7 +54,7 @@ func runBin(t *testing.T, timeout time.Duration, args ...string) result {
 }
 
 // runBinIn is runBin in the working directory dir (the test's own if empty) with env as the
-// child's whole environment (childEnv of a fresh temp dir if nil).
+// child's whole environment (e2ebin.Env of a fresh temp dir if nil).
 func runBinIn(t *testing.T, timeout time.Duration, dir string, env []string, args ...string) result {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
@@ -77,9 +63,9 @@ func runBinIn(t *testing.T, timeout time.Duration, dir string, env []string, arg
 	cmd.Dir = dir
 	cmd.Env = env
 	if env == nil {
-		cmd.Env = childEnv(t.TempDir())
+		cmd.Env = e2ebin.Env(t.TempDir())
 	}
-	cmd.SysProcAttr = childProcAttr()
+	cmd.SysProcAttr = e2ebin.ProcAttr()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -97,36 +83,6 @@ func runBinIn(t *testing.T, timeout time.Duration, dir string, env []string, arg
 		t.Fatalf("nutsgate %s: %v", strings.Join(args, " "), err)
 	}
 	return res
-}
-
-// ---- free ports ----
-
-var (
-	portsMu sync.Mutex
-	// portsUsed holds every port handed out in this process, so two parallel gateways never get
-	// the same one even if the kernel offers it twice.
-	portsUsed = map[int]bool{}
-)
-
-// freePort returns a loopback TCP port nothing listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	portsMu.Lock()
-	defer portsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
-		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !portsUsed[port] {
-			portsUsed[port] = true
-			return port
-		}
-	}
-	t.Fatal("free port: no unused port after 100 attempts")
-	return 0
 }
 
 // ---- the recording upstream ----
@@ -217,86 +173,8 @@ func (u *upstream) assertSawExactly(t *testing.T, method, path, rawQuery, auth s
 
 // ---- the gateway process ----
 
-// syncBuffer is a bytes.Buffer safe for a process writing and a test reading at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// process is one running `nutsgate run` process.
-type process struct {
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process has exited
-	logs   *syncBuffer   // the process's stderr, where Caddy writes its log
-	stdout *syncBuffer
-}
-
-// startProcess starts `nutsgate run` with the Caddyfile at cfgPath and returns once ready reports
-// true (polled every 50 ms, for at most startTimeout). The process is killed when the test ends;
-// if the test failed, its output is printed then.
-func startProcess(t *testing.T, cfgPath string, ready func() bool) *process {
-	t.Helper()
-	p := &process{exited: make(chan struct{}), logs: &syncBuffer{}, stdout: &syncBuffer{}}
-	p.cmd = exec.Command(binPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	p.cmd.Env = childEnv(t.TempDir())
-	p.cmd.SysProcAttr = childProcAttr()
-	p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.logs
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start nutsgate: %v", err)
-	}
-	go func() {
-		_ = p.cmd.Wait()
-		close(p.exited)
-	}()
-	t.Cleanup(func() {
-		p.stop(t)
-		if strings.Contains(p.logs.String(), "WARNING: DATA RACE") {
-			t.Errorf("the race detector reported a data race in the gateway (NUTSGATE_E2E_RACE)")
-		}
-		if t.Failed() {
-			t.Logf("gateway (pid %d) stdout:\n%s\ngateway stderr:\n%s", p.cmd.Process.Pid, p.stdout, p.logs)
-		}
-	})
-
-	deadline := time.Now().Add(startTimeout)
-	for {
-		select {
-		case <-p.exited:
-			t.Fatalf("nutsgate exited during start-up: %v\nstderr:\n%s", p.cmd.ProcessState, p.logs)
-		default:
-		}
-		if ready() {
-			return p
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nutsgate (%s) not ready within %s", cfgPath, startTimeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// stop kills the process and waits for it to exit. Stopping a stopped process does nothing.
-func (p *process) stop(t *testing.T) {
-	t.Helper()
-	_ = p.cmd.Process.Kill()
-	select {
-	case <-p.exited:
-	case <-time.After(10 * time.Second):
-		t.Errorf("nutsgate pid %d did not exit after kill", p.cmd.Process.Pid)
-	}
-}
+// process is one running gateway.
+type process = e2ebin.Process
 
 // gateway is a running token_v2 gateway in front of a recording upstream.
 type gateway struct {
@@ -337,8 +215,8 @@ const testAudience = "test-aud"
 // returns its path and the site port it uses.
 func writeCaddyfile(t *testing.T, keysFile string, up *upstream) (path string, sitePort int) {
 	t.Helper()
-	sitePort = freePort(t)
-	cfg := fmt.Sprintf(caddyfileTemplate, freePort(t), sitePort, keysFile, testAudience, up.hostPort())
+	sitePort = e2ebin.FreePort(t)
+	cfg := fmt.Sprintf(caddyfileTemplate, e2ebin.FreePort(t), sitePort, keysFile, testAudience, up.hostPort())
 	path = filepath.Join(t.TempDir(), "Caddyfile")
 	writeFileAtomic(t, path, []byte(cfg))
 	return path, sitePort
@@ -351,7 +229,7 @@ func startGateway(t *testing.T, keysFile string, up *upstream) *gateway {
 	t.Helper()
 	cfgPath, sitePort := writeCaddyfile(t, keysFile, up)
 	g := &gateway{base: "http://127.0.0.1:" + strconv.Itoa(sitePort), up: up}
-	g.process = startProcess(t, cfgPath, func() bool {
+	g.process = e2ebin.Start(t, binPath, cfgPath, func() bool {
 		resp, err := httpClient.Get(g.base + "/")
 		if err == nil {
 			resp.Body.Close()
@@ -471,7 +349,7 @@ func eventually(t *testing.T, within time.Duration, msg string, cond func() bool
 func awaitReload(t *testing.T, p *process, probe func() error) {
 	t.Helper()
 	eventually(t, 5*time.Second, "the gateway logged no completed config load: was the config reloaded?", func() bool {
-		return strings.Contains(p.logs.String(), `"load complete"`)
+		return strings.Contains(p.Logs.String(), `"load complete"`)
 	})
 	ok := 0
 	eventually(t, 5*time.Second, "the gateway does not answer after the reload", func() bool {

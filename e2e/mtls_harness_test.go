@@ -23,6 +23,7 @@ import (
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
 	"github.com/nutsgate/nutsgate/internal/testnode"
 )
 
@@ -133,7 +134,7 @@ func startMTLSGateway(t *testing.T, n2nPerMin, grpcPerMin int) *mtlsGateway {
 
 	g := &mtlsGateway{pki: newPKI(t, "e2e trusted CA"), node: node}
 	g.mtlsSettings = mtlsSettings{
-		Admin: freePort(t), N2N: freePort(t), GRPC: freePort(t),
+		Admin: e2ebin.FreePort(t), N2N: e2ebin.FreePort(t), GRPC: e2ebin.FreePort(t),
 		Dir:          t.TempDir(),
 		NodePublic:   strings.TrimPrefix(node.PublicURL(), "http://"),
 		NodeGRPC:     node.GRPCAddr(),
@@ -164,7 +165,7 @@ func startMTLSGateway(t *testing.T, n2nPerMin, grpcPerMin int) *mtlsGateway {
 // two sites complete a TLS handshake with the server certificate.
 func (g *mtlsGateway) start(t *testing.T) {
 	t.Helper()
-	g.process = startProcess(t, g.cfgPath, func() bool {
+	g.process = e2ebin.Start(t, binPath, g.cfgPath, func() bool {
 		c, err := net.DialTimeout("tcp", g.addr(g.Admin), time.Second)
 		if err != nil {
 			return false
@@ -192,7 +193,7 @@ func tlsReady(addr string, cfg *tls.Config) bool {
 // restart kills the gateway and starts it again with the same configuration and files.
 func (g *mtlsGateway) restart(t *testing.T) {
 	t.Helper()
-	g.stop(t)
+	g.Stop(t)
 	g.start(t)
 }
 

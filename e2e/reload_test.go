@@ -135,7 +135,7 @@ func TestKeyFileReloadGarbage(t *testing.T) {
 	writeFileAtomic(t, keysFile, []byte(garbage))
 
 	eventually(t, 3*time.Second, fmt.Sprintf("log names %s and line %d", keysFile, badLine), func() bool {
-		return logNamesLine(g.logs.String(), keysFile, badLine)
+		return logNamesLine(g.Logs.String(), keysFile, badLine)
 	})
 	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); time.Sleep(200 * time.Millisecond) {
 		g.expectGranted(t, alice.newToken().bearer(t))

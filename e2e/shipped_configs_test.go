@@ -83,7 +83,7 @@ func newShippedEnv(t *testing.T) shippedEnv {
 func (e shippedEnv) environ(t *testing.T, extra ...string) []string {
 	t.Helper()
 	var env []string
-	for _, kv := range childEnv(t.TempDir()) {
+	for _, kv := range e2ebin.Env(t.TempDir()) {
 		if !strings.HasPrefix(kv, "NUTS_") && !strings.HasPrefix(kv, "NUTSGATE_") {
 			env = append(env, kv)
 		}
@@ -91,7 +91,7 @@ func (e shippedEnv) environ(t *testing.T, extra ...string) []string {
 	env = append(env,
 		"NUTSGATE_TLS="+e.tls, "NUTSGATE_CONFIG="+e.config, "NUTSGATE_STATE="+e.state,
 		// validate and adapt open no listener; an admin address of our own all the same.
-		fmt.Sprintf("NUTSGATE_ADMIN=127.0.0.1:%d", freePort(t)),
+		fmt.Sprintf("NUTSGATE_ADMIN=127.0.0.1:%d", e2ebin.FreePort(t)),
 	)
 	return append(env, extra...)
 }

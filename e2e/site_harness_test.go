@@ -16,6 +16,7 @@ import (
 	"text/template"
 	"time"
 
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
 	"github.com/nutsgate/nutsgate/internal/testnode"
 )
 
@@ -131,7 +132,7 @@ func startSiteGateway(t *testing.T, n2nRate string) *siteGateway {
 	t.Cleanup(node.Close)
 	g := &siteGateway{pki: newPKI(t, "e2e site CA"), node: node, key: newKey(t, ed25519Key, "site-operator")}
 	g.siteSettings = siteSettings{
-		Admin: freePort(t), Port: freePort(t),
+		Admin: e2ebin.FreePort(t), Port: e2ebin.FreePort(t),
 		Dir:           t.TempDir(),
 		NodePublic:    strings.TrimPrefix(node.PublicURL(), "http://"),
 		NodeInternal:  strings.TrimPrefix(node.InternalURL(), "http://"),
@@ -155,7 +156,7 @@ func startSiteGateway(t *testing.T, n2nRate string) *siteGateway {
 	}
 	g.cfgPath = filepath.Join(g.Dir, "Caddyfile")
 	writeFileAtomic(t, g.cfgPath, cfg.Bytes())
-	g.process = startProcess(t, g.cfgPath, func() bool {
+	g.process = e2ebin.Start(t, binPath, g.cfgPath, func() bool {
 		c, err := net.DialTimeout("tcp", g.addr(g.Admin), time.Second)
 		if err != nil {
 			return false
@@ -349,7 +350,7 @@ const relaxedSiteRate = "10000/1m"
 // loggedPathRefusal reports whether the gateway logged path_guard's refusal of a request whose
 // target contains id.
 func (g *siteGateway) loggedPathRefusal(id string) bool {
-	for line := range strings.SplitSeq(g.logs.String(), "\n") {
+	for line := range strings.SplitSeq(g.Logs.String(), "\n") {
 		if strings.Contains(line, `"msg":"path refused"`) && strings.Contains(line, id) {
 			return true
 		}

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/nutsgate/nutsgate/internal/testnode"
+
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // corsCaddyfile is the gateway of TestCORSInChromium: plain HTTP on
@@ -68,7 +70,7 @@ func TestCORSInChromium(t *testing.T) {
 	}
 	t.Cleanup(node.Close)
 
-	gwPort := freePort(t)
+	gwPort := e2ebin.FreePort(t)
 	gwBase := fmt.Sprintf("http://127.0.0.1:%d", gwPort)
 	allowedURL := gwBase + "/public/x?from=allowed"
 	refusedURL := gwBase + "/public/x?from=refused"

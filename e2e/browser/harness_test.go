@@ -47,17 +47,6 @@ func runMain(m *testing.M) int {
 	return m.Run()
 }
 
-// freePort returns a loopback TCP port nothing listens on right now.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatalf("free port: %v", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // waitFor calls cond every 50 ms until it reports true or timeout passes,
 // and reports whether it did. It polls a condition; it is never a delay for
 // its own sake.
@@ -74,85 +63,26 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for a process writing and a test
-// reading at once.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // ---- the gateway process ----
 
-// gatewayStartTimeout bounds how long a gateway may take to answer on its
-// site port.
-const gatewayStartTimeout = 20 * time.Second
-
-// gateway is one running `nutsgate run` process.
+// gateway is one running `nutsgate run` process serving base.
 type gateway struct {
-	base   string // http://127.0.0.1:<site port>
-	cmd    *exec.Cmd
-	exited chan struct{} // closed once the process has exited
-	logs   *syncBuffer   // stderr, where Caddy writes its logs, access log included
-	stdout *syncBuffer
+	base string // http://127.0.0.1:<site port>
+	*e2ebin.Process
 }
 
 // startGateway writes caddyfile into a temp dir and starts `nutsgate run`
-// with it. It returns once the site at base answers any HTTP response, and
-// kills the process when the test ends, printing its output if the test
+// with it. It returns once the site at base answers any HTTP response; the
+// process is killed when the test ends, its output printed if the test
 // failed.
 func startGateway(t *testing.T, base, caddyfile string) *gateway {
 	t.Helper()
-	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "Caddyfile")
+	cfgPath := filepath.Join(t.TempDir(), "Caddyfile")
 	if err := os.WriteFile(cfgPath, []byte(caddyfile), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	g := &gateway{base: base, exited: make(chan struct{}), logs: &syncBuffer{}, stdout: &syncBuffer{}}
-	g.cmd = exec.Command(binPath, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	// Caddy's storage and autosave go to the temp dir, never the real home.
-	g.cmd.Env = append(os.Environ(), "HOME="+dir, "XDG_CONFIG_HOME="+dir, "XDG_DATA_HOME="+dir)
-	// The kernel kills the gateway if the test binary dies (say, on a test
-	// timeout), so none outlives the run.
-	g.cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	g.cmd.Stdout, g.cmd.Stderr = g.stdout, g.logs
-	if err := g.cmd.Start(); err != nil {
-		t.Fatalf("start nutsgate: %v", err)
-	}
-	go func() {
-		_ = g.cmd.Wait()
-		close(g.exited)
-	}()
-	t.Cleanup(func() {
-		_ = g.cmd.Process.Kill()
-		select {
-		case <-g.exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("nutsgate pid %d did not exit after kill", g.cmd.Process.Pid)
-		}
-		if t.Failed() {
-			t.Logf("gateway stdout:\n%s\ngateway stderr:\n%s", g.stdout, g.logs)
-		}
-	})
-
 	client := &http.Client{Transport: &http.Transport{Proxy: nil, DisableKeepAlives: true}, Timeout: 5 * time.Second}
-	ready := waitFor(gatewayStartTimeout, func() bool {
-		select {
-		case <-g.exited:
-			return true
-		default:
-		}
+	p := e2ebin.Start(t, binPath, cfgPath, func() bool {
 		resp, err := client.Get(base + "/")
 		if err != nil {
 			return false
@@ -160,15 +90,7 @@ func startGateway(t *testing.T, base, caddyfile string) *gateway {
 		resp.Body.Close()
 		return true
 	})
-	select {
-	case <-g.exited:
-		t.Fatalf("nutsgate exited during start-up: %v\nstderr:\n%s", g.cmd.ProcessState, g.logs)
-	default:
-	}
-	if !ready {
-		t.Fatalf("nutsgate not answering on %s within %s\nstderr:\n%s", base, gatewayStartTimeout, g.logs)
-	}
-	return g
+	return &gateway{base: base, Process: p}
 }
 
 // accessEntry is one line of Caddy's JSON access log.
@@ -185,7 +107,7 @@ type accessEntry struct {
 // accessLog returns the access log entries written so far.
 func (g *gateway) accessLog() []accessEntry {
 	var out []accessEntry
-	sc := bufio.NewScanner(strings.NewReader(g.logs.String()))
+	sc := bufio.NewScanner(strings.NewReader(g.Logs.String()))
 	sc.Buffer(make([]byte, 0, 64*1024), 1<<20)
 	for sc.Scan() {
 		var e accessEntry
@@ -370,7 +292,7 @@ func startBrowser(t *testing.T) (context.Context, *netLog) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	output := &syncBuffer{}
+	output := &e2ebin.SyncBuffer{}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(exe),
 		chromedp.NoSandbox,

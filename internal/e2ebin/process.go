@@ -1,0 +1,135 @@
+package e2ebin
+
+import (
+	"bytes"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// StartTimeout bounds how long a started gateway may take to become ready.
+const StartTimeout = 20 * time.Second
+
+// Process is one running `nutsgate run`.
+type Process struct {
+	Cmd    *exec.Cmd
+	Exited chan struct{} // closed once the process has exited
+	Logs   *SyncBuffer   // stderr, where Caddy writes its log
+	Stdout *SyncBuffer
+}
+
+// Start runs `bin run` with the Caddyfile at cfgPath, in an environment whose home is a temp
+// dir, and returns once ready reports true (polled every 50 ms, for at most StartTimeout). The
+// process is killed when the test ends; the test fails if the race detector reported a race
+// in it (see NUTSGATE_E2E_RACE), and its output is printed if the test failed.
+func Start(t testing.TB, bin, cfgPath string, ready func() bool) *Process {
+	t.Helper()
+	p := &Process{Exited: make(chan struct{}), Logs: &SyncBuffer{}, Stdout: &SyncBuffer{}}
+	p.Cmd = exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
+	p.Cmd.Env = Env(t.TempDir())
+	p.Cmd.SysProcAttr = ProcAttr()
+	p.Cmd.Stdout, p.Cmd.Stderr = p.Stdout, p.Logs
+	if err := p.Cmd.Start(); err != nil {
+		t.Fatalf("start nutsgate: %v", err)
+	}
+	go func() {
+		_ = p.Cmd.Wait()
+		close(p.Exited)
+	}()
+	t.Cleanup(func() {
+		p.Stop(t)
+		if strings.Contains(p.Logs.String(), "WARNING: DATA RACE") {
+			t.Errorf("the race detector reported a data race in the gateway (NUTSGATE_E2E_RACE)")
+		}
+		if t.Failed() {
+			t.Logf("gateway (pid %d) stdout:\n%s\ngateway stderr:\n%s", p.Cmd.Process.Pid, p.Stdout, p.Logs)
+		}
+	})
+
+	deadline := time.Now().Add(StartTimeout)
+	for {
+		select {
+		case <-p.Exited:
+			t.Fatalf("nutsgate exited during start-up: %v\nstderr:\n%s", p.Cmd.ProcessState, p.Logs)
+		default:
+		}
+		if ready() {
+			return p
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nutsgate (%s) not ready within %s", cfgPath, StartTimeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop kills the process and waits for it to exit. Stopping a stopped process does nothing.
+func (p *Process) Stop(t testing.TB) {
+	t.Helper()
+	_ = p.Cmd.Process.Kill()
+	select {
+	case <-p.Exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("nutsgate pid %d did not exit after kill", p.Cmd.Process.Pid)
+	}
+}
+
+// Env is the environment for a run of the binary: the caller's, with HOME and the XDG
+// directories moved into dir so Caddy's autosave and storage never touch the real home.
+func Env(dir string) []string {
+	env := os.Environ()
+	for _, name := range []string{"HOME", "XDG_CONFIG_HOME", "XDG_DATA_HOME"} {
+		env = append(env, name+"="+dir)
+	}
+	return env
+}
+
+var (
+	portsMu sync.Mutex
+	// portsUsed holds every port handed out in this process, so two parallel gateways never
+	// get the same one even if the kernel offers it twice.
+	portsUsed = map[int]bool{}
+)
+
+// FreePort returns a loopback TCP port nothing listens on right now.
+func FreePort(t testing.TB) int {
+	t.Helper()
+	portsMu.Lock()
+	defer portsMu.Unlock()
+	for range 100 {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatalf("free port: %v", err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		l.Close()
+		if !portsUsed[port] {
+			portsUsed[port] = true
+			return port
+		}
+	}
+	t.Fatal("free port: no unused port after 100 attempts")
+	return 0
+}
+
+// SyncBuffer is a bytes.Buffer safe for a process writing and a test reading at once.
+type SyncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *SyncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *SyncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
