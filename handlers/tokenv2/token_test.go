@@ -545,7 +545,12 @@ func TestCacheKeyIsWholeToken(t *testing.T) {
 	tok := validToken(t, testKeys(t)["ed25519"])
 	check(t, v, "Bearer "+tok, "")
 	// the same claims with a broken signature are not served from the cache
-	check(t, v, "Bearer "+tok[:len(tok)-2]+"AA", ReasonSignature)
+	i := len(tok) - 10 // inside the signature
+	other := "A"
+	if tok[i] == 'A' {
+		other = "B"
+	}
+	check(t, v, "Bearer "+tok[:i]+other+tok[i+1:], ReasonSignature)
 	if _, ok := v.state.Load().seen[sha256.Sum256([]byte(tok))]; !ok {
 		t.Fatal("the verified token is not cached")
 	}
