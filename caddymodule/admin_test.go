@@ -16,12 +16,9 @@ import (
 )
 
 // withStore puts store in force as the gateway-wide deny list for a test.
-func withStore(t *testing.T, store *mtlsident.Store) {
-	gateway.Lock()
-	old := gateway.store
-	gateway.store = store
-	gateway.Unlock()
-	t.Cleanup(func() { gateway.Lock(); gateway.store = old; gateway.Unlock() })
+func withStore(t testing.TB, store *mtlsident.Store) {
+	old := gateway.store.Swap(store)
+	t.Cleanup(func() { gateway.store.Store(old) })
 }
 
 func TestAdminDeny(t *testing.T) {

@@ -4,7 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -51,18 +51,21 @@ type App struct {
 
 // gateway is the state every module shares, across config reloads: the
 // deny list store and the open requests of identified clients.
-var gateway = struct {
-	sync.Mutex
-	store   *mtlsident.Store
+var gateway struct {
+	store   atomic.Pointer[mtlsident.Store] // nil: no app, an empty list
 	streams mtlsident.Streams
 	conns   mtlsident.Conns
-}{store: mtlsident.NewStore("", nil)}
+}
+
+// noStore is the gateway-wide deny list while no nutsgate app is running.
+var noStore = mtlsident.NewStore("", nil)
 
 // globalDeny returns the gateway-wide deny list store in force.
 func globalDeny() *mtlsident.Store {
-	gateway.Lock()
-	defer gateway.Unlock()
-	return gateway.store
+	if s := gateway.store.Load(); s != nil {
+		return s
+	}
+	return noStore
 }
 
 // CaddyModule returns the Caddy module information.
@@ -93,9 +96,7 @@ func (a *App) Start() error {
 	if a.store == nil {
 		return nil
 	}
-	gateway.Lock()
-	gateway.store = a.store
-	gateway.Unlock()
+	gateway.store.Store(a.store)
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(context.Background())
 	w := &filewatch.Watcher{Path: a.store.Path(), Load: func([]byte) error { return a.store.Load() }, Logger: a.logger, MissingIsEmpty: true}
@@ -111,11 +112,7 @@ func (a *App) Stop() error {
 	if a.stop != nil {
 		a.stop()
 	}
-	gateway.Lock()
-	if gateway.store == a.store {
-		gateway.store = mtlsident.NewStore("", nil)
-	}
-	gateway.Unlock()
+	gateway.store.CompareAndSwap(a.store, nil)
 	return nil
 }
 

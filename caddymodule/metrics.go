@@ -41,24 +41,31 @@ var (
 // maxClientLabels bounds the client label of nutsgate_client_requests_total.
 const maxClientLabels = 1000
 
-// clientLabels are the subjects that have a series of their own.
-var clientLabels = struct {
-	sync.Mutex
-	seen map[string]struct{}
-}{seen: make(map[string]struct{})}
+// clientCounters are the series of nutsgate_client_requests_total, by
+// subject: the first maxClientLabels subjects have one of their own.
+var clientCounters = struct {
+	sync.RWMutex
+	bySubject map[string]prometheus.Counter
+}{bySubject: make(map[string]prometheus.Counter)}
 
 // countClient counts a request of an identified client.
 func countClient(subject string) {
-	clientLabels.Lock()
-	if _, ok := clientLabels.seen[subject]; !ok {
-		if len(clientLabels.seen) >= maxClientLabels {
-			subject = "other"
-		} else {
-			clientLabels.seen[subject] = struct{}{}
+	clientCounters.RLock()
+	c, ok := clientCounters.bySubject[subject]
+	clientCounters.RUnlock()
+	if !ok {
+		clientCounters.Lock()
+		if c, ok = clientCounters.bySubject[subject]; !ok {
+			if len(clientCounters.bySubject) < maxClientLabels {
+				c = clientRequests.WithLabelValues(subject)
+				clientCounters.bySubject[subject] = c
+			} else {
+				c = clientRequests.WithLabelValues("other")
+			}
 		}
+		clientCounters.Unlock()
 	}
-	clientLabels.Unlock()
-	clientRequests.WithLabelValues(subject).Inc()
+	c.Inc()
 }
 
 // registerMetrics adds the nutsgate collectors to the config's registry.

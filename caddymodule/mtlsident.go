@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -106,13 +107,13 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return err
 	}
-	if m.format, err = mtlsident.ParseFormat(defaultString(m.ForwardFormat, string(mtlsident.FormatPEM))); err != nil {
+	if m.format, err = mtlsident.ParseFormat(cmp.Or(m.ForwardFormat, string(mtlsident.FormatPEM))); err != nil {
 		return err
 	}
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		srv.RegisterConnContext(trackConn)
 	}
-	m.header = defaultString(m.ForwardHeader, defaultForwardHeader)
+	m.header = cmp.Or(m.ForwardHeader, defaultForwardHeader)
 	if strings.ContainsAny(m.header, " :\t\r\n") {
 		return fmt.Errorf("forward_header %q is not a header name", m.header)
 	}
@@ -329,13 +330,6 @@ func parseMTLSIdent(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 	m := new(MTLSIdent)
 	err := m.UnmarshalCaddyfile(h.Dispenser)
 	return m, err
-}
-
-func defaultString(s, def string) string {
-	if s == "" {
-		return def
-	}
-	return s
 }
 
 // Interface guards

@@ -26,7 +26,7 @@ import (
 )
 
 // clientCert makes a self-signed certificate for subject.
-func clientCert(t *testing.T, subject pkix.Name) *x509.Certificate {
+func clientCert(t testing.TB, subject pkix.Name) *x509.Certificate {
 	t.Helper()
 	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: subject, NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
@@ -159,11 +159,7 @@ func TestMTLSIdentRefuses(t *testing.T) {
 
 func TestMTLSIdentGlobalDenyEndsStreams(t *testing.T) {
 	store := mtlsident.NewStore(filepath.Join(t.TempDir(), "deny"), sweepDenied)
-	gateway.Lock()
-	old := gateway.store
-	gateway.store = store
-	gateway.Unlock()
-	defer func() { gateway.Lock(); gateway.store = old; gateway.Unlock() }()
+	withStore(t, store)
 
 	m := provisioned(t, &MTLSIdent{})
 	cert := clientCert(t, pkix.Name{CommonName: "streamer"})
@@ -251,4 +247,45 @@ func TestCaddyfileAdapt(t *testing.T) {
 			t.Errorf("%q: error %v, want one naming the file and %q", tc.body, err, tc.err)
 		}
 	}
+}
+
+// BenchmarkMTLSIdent is the per-request cost of identifying a client seen
+// before, checking the three deny lists (each holding an entry) and
+// forwarding its certificate.
+func BenchmarkMTLSIdent(b *testing.B) {
+	dir := b.TempDir()
+	denyFile := filepath.Join(dir, "deny")
+	if err := os.WriteFile(denyFile, []byte("CN=someone-else\n"), 0o600); err != nil {
+		b.Fatal(err)
+	}
+	store := mtlsident.NewStore(filepath.Join(dir, "global"), nil)
+	e, _ := mtlsident.ParseEntry("sha256:" + strings.Repeat("ab", 32))
+	if _, err := store.Add(e); err != nil {
+		b.Fatal(err)
+	}
+	withStore(b, store)
+	m := &MTLSIdent{Require: true, Deny: []string{"CN=another"}, DenyFile: denyFile}
+	if err := m.Provision(caddy.Context{Context: context.Background()}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = m.Cleanup() })
+	cert := clientCert(b, pkix.Name{CommonName: "node-a", Organization: []string{"Nuts"}})
+	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
+	w := httptest.NewRecorder()
+	// The handler's own cost is the difference between the two.
+	b.Run("request setup only", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			request(cert, nil)
+		}
+	})
+	b.Run("setup and mtls_ident", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			r, _ := request(cert, nil)
+			if err := m.ServeHTTP(w, r, next); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -93,7 +93,7 @@ func (d *DenyList) Denies(id Identity) (Entry, bool) {
 	if e, ok := d.keys[id.subjectKey]; ok && id.subjectKey != "" {
 		return e, true
 	}
-	e, ok := d.keys[fingerprintPrefix+id.Fingerprint]
+	e, ok := d.keys[id.fingerprintKey]
 	return e, ok
 }
 

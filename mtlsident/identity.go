@@ -30,9 +30,10 @@ type Identity struct {
 	// Issuer is the issuer DN as an RFC 2253 string.
 	Issuer string
 
-	subjectKey string // normalised Subject, for deny-list matching
-	pemValue   string // the certificate as FormatPEM writes it
-	derValue   string // the certificate as FormatDER writes it
+	subjectKey     string // normalised Subject, for deny-list matching
+	fingerprintKey string // "sha256:" + Fingerprint, for deny-list matching
+	pemValue       string // the certificate as FormatPEM writes it
+	derValue       string // the certificate as FormatDER writes it
 }
 
 // Forward returns the forwarding-header value of the certificate in format f,
@@ -123,7 +124,7 @@ func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, e
 	if err != nil {
 		return Identity{}, fmt.Errorf("normalising subject %q: %v", id.Subject, err)
 	}
-	id.subjectKey = key
+	id.subjectKey, id.fingerprintKey = key, fingerprintPrefix+id.Fingerprint
 	id.pemValue, id.derValue = FormatPEM.Encode(cert), FormatDER.Encode(cert)
 	return id, nil
 }

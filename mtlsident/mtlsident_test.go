@@ -73,7 +73,7 @@ func TestFromCertificate(t *testing.T) {
 		Fingerprint: hex.EncodeToString(sum[:]),
 		Issuer:      `CN=node-a.example.org,OU=nodes+1.2.840.113549.1.9.1=#0c0f6f7073406578616d706c652e6f7267,O=Nuts\, B.V.,C=NL`,
 	}
-	want.subjectKey = id.subjectKey
+	want.subjectKey, want.fingerprintKey = id.subjectKey, "sha256:"+want.Fingerprint
 	want.pemValue, want.derValue = FormatPEM.Encode(cert), FormatDER.Encode(cert)
 	if id.Forward(FormatPEM) != want.pemValue || id.Forward(FormatDER) != want.derValue {
 		t.Fatal("Forward does not give the certificate's header values")
