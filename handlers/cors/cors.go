@@ -186,23 +186,19 @@ func ValidOrigin(s string) error {
 }
 
 // ValidMethod checks a method name: an HTTP token, not "*".
-func ValidMethod(m string) error {
-	if m == "*" {
-		return errors.New(`method "*": list the methods instead`)
-	}
-	if !isToken(m) {
-		return fmt.Errorf("method %q is not a method name", m)
-	}
-	return nil
-}
+func ValidMethod(m string) error { return validName("method", m) }
 
 // ValidHeader checks a header name: an HTTP token, not "*".
-func ValidHeader(h string) error {
-	if h == "*" {
-		return errors.New(`header "*": list the headers instead`)
+func ValidHeader(h string) error { return validName("header", h) }
+
+// validName checks a method or header name (kind) for ValidMethod and
+// ValidHeader.
+func validName(kind, s string) error {
+	if s == "*" {
+		return fmt.Errorf(`%s "*": list the %ss instead`, kind, kind)
 	}
-	if !isToken(h) {
-		return fmt.Errorf("header %q is not a header name", h)
+	if !isToken(s) {
+		return fmt.Errorf("%s %q is not a %s name", kind, s, kind)
 	}
 	return nil
 }
