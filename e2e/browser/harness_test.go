@@ -30,21 +30,9 @@ import (
 // binPath is the nutsgate binary built by TestMain.
 var binPath string
 
-// TestMain builds the binary once for every test in the package. A build
-// failure fails the package: these tests are never skipped.
+// TestMain builds the binary once for every test in the package.
 func TestMain(m *testing.M) {
-	os.Exit(runMain(m))
-}
-
-func runMain(m *testing.M) int {
-	bin, cleanup, err := e2ebin.Build()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "e2e/browser: %v\n", err)
-		return 1
-	}
-	defer cleanup()
-	binPath = bin
-	return m.Run()
+	os.Exit(e2ebin.Main(m, &binPath))
 }
 
 // waitFor calls cond every 50 ms until it reports true or timeout passes,

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"testing"
 )
 
 // ModuleRoot returns the directory holding go.mod, found from the working
@@ -54,4 +55,18 @@ func Build() (bin string, cleanup func(), err error) {
 		return "", nil, fmt.Errorf("go build ./cmd/nutsgate: %v\n%s", err, out)
 	}
 	return bin, cleanup, nil
+}
+
+// Main builds the binary into *bin, runs the package's tests and removes the binary; a test
+// package's TestMain is os.Exit(e2ebin.Main(m, &binPath)). A build failure fails the package:
+// the tests are never skipped.
+func Main(m *testing.M, bin *string) int {
+	path, cleanup, err := Build()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "building nutsgate: %v\n", err)
+		return 1
+	}
+	defer cleanup()
+	*bin = path
+	return m.Run()
 }
