@@ -1,0 +1,165 @@
+package mtlsident
+
+import (
+	"context"
+	"io"
+	"sync"
+	"weak"
+)
+
+// Streams tracks the requests in flight of identified clients, so that
+// denying a client also ends what it has open, such as a gRPC stream.
+type Streams struct {
+	mu   sync.Mutex
+	open map[*openStream]struct{}
+}
+
+type openStream struct {
+	id     Identity
+	denied func(Identity) bool
+	cancel context.CancelFunc
+}
+
+// Open registers a request of client id and returns the context to serve
+// it with, and the function to call when it is done. The request is
+// cancelled by Sweep once denied(id) holds.
+func (s *Streams) Open(ctx context.Context, id Identity, denied func(Identity) bool) (context.Context, func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	st := &openStream{id: id, denied: denied, cancel: cancel}
+	s.mu.Lock()
+	if s.open == nil {
+		s.open = make(map[*openStream]struct{})
+	}
+	s.open[st] = struct{}{}
+	s.mu.Unlock()
+	return ctx, func() {
+		s.mu.Lock()
+		delete(s.open, st)
+		s.mu.Unlock()
+		cancel()
+	}
+}
+
+// Sweep cancels every open request whose client is now denied, and returns
+// how many it cancelled.
+func (s *Streams) Sweep() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for st := range s.open {
+		if st.denied(st.id) {
+			st.cancel()
+			delete(s.open, st)
+			n++
+		}
+	}
+	return n
+}
+
+// Len is how many requests are open.
+func (s *Streams) Len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
+}
+
+// Conns tracks the connections that identified clients hold, so that
+// denying a client also closes them, idle keep-alive and HTTP/2 connections
+// included: a denied peer does not keep its connection. A connection is
+// forgotten once the server has let go of it (the registry holds it weakly).
+type Conns struct {
+	mu      sync.Mutex
+	handles map[weak.Pointer[Conn]]struct{}
+	added   int
+}
+
+// Conn is one tracked connection.
+type Conn struct {
+	closer  io.Closer
+	mu      sync.Mutex
+	clients map[any]connClient // by the handler that identified the client
+}
+
+type connClient struct {
+	id     Identity
+	denied func(Identity) bool
+}
+
+// pruneEvery is how many new connections pass between prunings of the
+// registry.
+const pruneEvery = 1024
+
+// Track registers a new connection; c closes it.
+func (cs *Conns) Track(c io.Closer) *Conn {
+	h := &Conn{closer: c}
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	if cs.handles == nil {
+		cs.handles = make(map[weak.Pointer[Conn]]struct{})
+	}
+	cs.handles[weak.Make(h)] = struct{}{}
+	if cs.added++; cs.added%pruneEvery == 0 {
+		for wp := range cs.handles {
+			if wp.Value() == nil {
+				delete(cs.handles, wp)
+			}
+		}
+	}
+	return h
+}
+
+// Identified records that handler owner identified the connection's client
+// as id, and that denied(id) tells when it must be cut off.
+func (c *Conn) Identified(owner any, id Identity, denied func(Identity) bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if cl, ok := c.clients[owner]; ok && cl.id.Fingerprint == id.Fingerprint {
+		return
+	}
+	if c.clients == nil {
+		c.clients = make(map[any]connClient)
+	}
+	c.clients[owner] = connClient{id: id, denied: denied}
+}
+
+func (c *Conn) isDenied() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, cl := range c.clients {
+		if cl.denied(cl.id) {
+			return true
+		}
+	}
+	return false
+}
+
+// Sweep closes every tracked connection whose client is now denied, and
+// returns how many it closed.
+func (cs *Conns) Sweep() int {
+	cs.mu.Lock()
+	var denied []*Conn
+	for wp := range cs.handles {
+		h := wp.Value()
+		if h == nil {
+			delete(cs.handles, wp)
+			continue
+		}
+		if h.isDenied() {
+			denied = append(denied, h)
+			delete(cs.handles, wp)
+		}
+	}
+	cs.mu.Unlock()
+	for _, h := range denied {
+		_ = h.closer.Close()
+	}
+	return len(denied)
+}
+
+// Len is how many connections are tracked, closed ones not yet forgotten
+// included.
+func (cs *Conns) Len() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.handles)
+}
