@@ -75,9 +75,10 @@ const (
 // HTTP/2 or HTTP/3 trailing HEADERS frame), declared or not, is dropped
 // silently, as nginx does, together with the `Trailer` header that
 // announces it: the request passed on carries none, so `reverse_proxy`
-// never sends one to the node. Nothing the node serves reads request
-// trailers, and one reaching grpc-go's server makes it close the
-// gateway's shared HTTP/2 connection, ending every other peer's streams.
+// never sends one to the node. gRPC clients send none and the node's HTTP
+// APIs read none, while one reaching the node's grpc-go server makes it
+// close the gateway's shared HTTP/2 connection, ending every other peer's
+// streams.
 // The request itself, its body included, goes on unchanged.
 //
 // Certificate header. Every client copy of `X-SSL-CERT`, and of every
