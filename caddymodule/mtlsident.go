@@ -117,6 +117,7 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 	if strings.ContainsAny(m.header, " :\t\r\n") {
 		return fmt.Errorf("forward_header %q is not a header name", m.header)
 	}
+	registerCertHeader(m.header) // path_guard strips client copies on every site
 	var entries []mtlsident.Entry
 	for _, text := range m.Deny {
 		e, err := mtlsident.ParseEntry(text)

@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -33,12 +34,12 @@ var pathGuardTargets = []struct {
 	{"/n2n/x?a=%2f..//", true}, // the query is not checked
 	{"/iam/did:web:example.com%3A8443/x", true},
 	{"/iam/did:web:example.com%253A8443/x", true},
-	{"/iam/%41", true},
 	{"/iam/a%40b%20c", true},
-	{"/N2N/x", true},     // routing decides
-	{"/n2n;a=b/x", true}, // routing decides: /n2n/* does not match it
-	{"/n2n/x;a=b", true}, // a path parameter on a named segment
-	{"/n2n/...", true},   // not a dot segment
+	{"/iam/x%2B%2b%3a%C3%A9%7F", true}, // reserved and non-ASCII escapes pass
+	{"/N2N/x", true},                   // routing decides
+	{"/n2n;a=b/x", true},               // routing decides: /n2n/* does not match it
+	{"/n2n/x;a=b", true},               // a path parameter on a named segment
+	{"/n2n/...", true},                 // not a dot segment
 	{"http://localhost:9080/n2n/x", true},
 
 	{"/n2n/%2e%2e/internal", false},
@@ -62,6 +63,12 @@ var pathGuardTargets = []struct {
 	{"/n2n/%252e%252e/internal", false},
 	{"/n2n/%25%32%66internal", false},
 	{"/n2n/%c0%ae%c0%ae/internal", false},
+	{"/%69nternal/x", false}, // routed as /internal/x, read by the node as %69nternal
+	{"/%49nternal/x", false},
+	{"/n2n/%61", false},
+	{"/iam/%41", false},
+	{"/iam/x%2dy%5F%7e", false},
+	{"/%2569nternal/x", false}, // %69 once decoded
 	{"*", false},
 	{"localhost:9080", false},
 	{"http://localhost:9080/n2n/%2e%2e/internal", false},
@@ -391,7 +398,7 @@ func TestPathGuardThroughCaddy(t *testing.T) {
 	}
 
 	// What reaches the node is the path as sent.
-	for _, target := range []string{"/n2n/x", "/iam/did:web:example.com%3A8443/x", "/iam/%41", "/n2n/x;a=b"} {
+	for _, target := range []string{"/n2n/x", "/iam/did:web:example.com%3A8443/x", "/iam/%2B%20%3a", "/n2n/x;a=b"} {
 		resp := rawRequest(t, http.MethodGet, target, "")
 		if seen := node.take(); resp.StatusCode != http.StatusOK || len(seen) != 1 || seen[0] != target {
 			t.Errorf("%q: status %d, node saw %q", target, resp.StatusCode, seen)
@@ -444,6 +451,180 @@ func BenchmarkPathGuardRefused(b *testing.B) {
 	next := new(guardNext)
 	b.ReportAllocs()
 	for b.Loop() {
+		_ = pg.ServeHTTP(w, r, next)
+	}
+}
+
+// guardSeen is the next handler of path_guard: it keeps the request it got.
+type guardSeen struct{ r *http.Request }
+
+func (n *guardSeen) ServeHTTP(_ http.ResponseWriter, r *http.Request) error {
+	n.r = r
+	return nil
+}
+
+// TestPathGuardDropsTrailers: the request passed on carries no trailer map,
+// declared or not, and no Trailer header; filling the map the server shares
+// with the original request (as Go's servers do once the body is read) does
+// not reach it.
+func TestPathGuardDropsTrailers(t *testing.T) {
+	pg := provisionedGuard(t)
+	for _, tc := range []struct {
+		name    string
+		trailer http.Header
+	}{
+		{"declared", http.Header{"X-Evil": nil}},
+		{"undeclared", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := guardRequest("/n2n/x", http.Header{"Trailer": {"X-Evil"}})
+			r.Method = http.MethodPost
+			r.Body = io.NopCloser(strings.NewReader("body"))
+			r.Trailer = tc.trailer
+			next := new(guardSeen)
+			if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || next.r == nil {
+				t.Fatalf("error %v, passed on %v", err, next.r != nil)
+			}
+			if tc.trailer != nil {
+				tc.trailer.Set("X-Evil", "1") // the server reads the trailer section
+			} else {
+				r.Trailer = http.Header{"X-Evil": {"1"}} // Go's HTTP/1 server sets the field
+			}
+			if next.r.Trailer != nil {
+				t.Errorf("the request passed on has trailers %v", next.r.Trailer)
+			}
+			if v, ok := next.r.Header["Trailer"]; ok {
+				t.Errorf("the request passed on declares trailers %q", v)
+			}
+		})
+	}
+}
+
+// TestPathGuardStripsCertHeader: every client copy of X-SSL-CERT (any case,
+// '_' for '-') and of every header an mtls_ident of the gateway forwards
+// is removed; other headers stay.
+func TestPathGuardStripsCertHeader(t *testing.T) {
+	provisioned(t, &MTLSIdent{ForwardHeader: "X-Client-Cert-Test"})
+	provisioned(t, &MTLSIdent{ForwardHeader: "off"})
+	pg := provisionedGuard(t)
+	r := guardRequest("/public/x", nil)
+	r.Header = http.Header{
+		"X-Ssl-Cert":         {"a", "b"},
+		"x_ssl_cert":         {"c"},
+		"X-SSL-CERT":         {"d"},
+		"x-ssl_CERT":         {"e"},
+		"X-Client-Cert-Test": {"f"},
+		"x_client_cert_test": {"g"},
+		"Off":                {"kept"},
+		"X-Ssl-Certificate":  {"kept"},
+		"Accept":             {"kept"},
+	}
+	next := new(guardSeen)
+	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || next.r == nil {
+		t.Fatalf("error %v, passed on %v", err, next.r != nil)
+	}
+	want := http.Header{"Off": {"kept"}, "X-Ssl-Certificate": {"kept"}, "Accept": {"kept"}}
+	if got := next.r.Header; len(got) != len(want) || got.Get("Off") != "kept" || got.Get("X-Ssl-Certificate") != "kept" || got.Get("Accept") != "kept" {
+		t.Errorf("headers passed on: %v, want %v", got, want)
+	}
+}
+
+// TestPathGuardEarlyData: a request whose TLS handshake is not complete
+// (TLS 1.3 early data) is refused with 425, gRPC with UNAVAILABLE, and never
+// passed on; one after the handshake passes.
+func TestPathGuardEarlyData(t *testing.T) {
+	pg := provisionedGuard(t)
+	early := guardRequest("/internal/x", nil)
+	early.Method = http.MethodPost
+	early.TLS = &tls.ConnectionState{HandshakeComplete: false}
+	next := new(guardNext)
+	var he caddyhttp.HandlerError
+	if err := pg.ServeHTTP(httptest.NewRecorder(), early, next); !errors.As(err, &he) || he.StatusCode != http.StatusTooEarly || next.called {
+		t.Fatalf("early data: error %v, next called %v; want 425", err, next.called)
+	}
+
+	w := httptest.NewRecorder()
+	early = guardRequest("/grpc.testing.TestService/UnaryCall", http.Header{"Content-Type": {"application/grpc"}})
+	early.TLS = &tls.ConnectionState{HandshakeComplete: false}
+	if err := pg.ServeHTTP(w, early, next); err != nil || next.called {
+		t.Fatalf("gRPC early data: error %v, next called %v", err, next.called)
+	}
+	if w.Code != http.StatusOK || w.Header().Get("Grpc-Status") != "14" {
+		t.Fatalf("gRPC early data: status %d, header %v; want grpc-status 14", w.Code, w.Header())
+	}
+
+	done := guardRequest("/internal/x", nil)
+	done.TLS = &tls.ConnectionState{HandshakeComplete: true}
+	if err := pg.ServeHTTP(httptest.NewRecorder(), done, next); err != nil || !next.called {
+		t.Fatalf("after the handshake: error %v, next called %v", err, next.called)
+	}
+}
+
+// trailerUpstream stands for the node: it records the trailers of every
+// request after reading its body.
+type trailerUpstream struct {
+	mu   sync.Mutex
+	seen []http.Header
+}
+
+func (u *trailerUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	_, _ = io.Copy(io.Discard, r.Body)
+	u.mu.Lock()
+	u.seen = append(u.seen, r.Trailer.Clone())
+	u.mu.Unlock()
+	_, _ = io.WriteString(w, "node ok")
+}
+
+// TestPathGuardTrailersThroughCaddy sends HTTP/1.1 chunked requests with
+// trailers, declared and not, through a real Caddy: the upstream gets the
+// body and no trailer.
+func TestPathGuardTrailersThroughCaddy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Caddy")
+	}
+	node := new(trailerUpstream)
+	upstream := httptest.NewServer(node)
+	defer upstream.Close()
+
+	tester := caddytest.NewTester(t)
+	tester.InitServer(fmt.Sprintf(`
+	{
+		admin localhost:2999
+		http_port 9080
+		https_port 9443
+		grace_period 1ns
+		skip_install_trust
+	}
+	http://localhost:9080 {
+		path_guard
+		reverse_proxy %s
+	}`, upstream.Listener.Addr()), "caddyfile")
+
+	for _, declare := range []string{"Trailer: X-Evil\r\n", ""} {
+		resp := rawRequest(t, http.MethodPost, "/n2n/x", declare+"Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\nX-Evil: 1\r\n")
+		node.mu.Lock()
+		seen := node.seen
+		node.seen = nil
+		node.mu.Unlock()
+		if resp.StatusCode != http.StatusOK || len(seen) != 1 || len(seen[0]) != 0 {
+			t.Errorf("%q: status %d, upstream saw trailers %v; want 200 and none", declare, resp.StatusCode, seen)
+		}
+	}
+}
+
+// BenchmarkPathGuardBody measures path_guard on a request with a body and
+// a certificate header to strip, which it passes on as a copy without
+// trailers.
+func BenchmarkPathGuardBody(b *testing.B) {
+	pg := provisionedGuard(b)
+	r := guardRequest("/n2n/transactions", http.Header{"Content-Type": {"application/json"}, "Accept": {"*/*"}, "User-Agent": {"bench"}})
+	r.Method = http.MethodPost
+	r.Body = io.NopCloser(strings.NewReader("{}"))
+	w := httptest.NewRecorder()
+	next := new(guardNext)
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Header["X-Ssl-Cert"] = []string{"forged"}
 		_ = pg.ServeHTTP(w, r, next)
 	}
 }

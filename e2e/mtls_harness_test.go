@@ -27,7 +27,8 @@ import (
 	"github.com/nutsgate/nutsgate/internal/testnode"
 )
 
-// mtlsCaddyfile is the configuration of the n2n/gRPC gateways: the node's :443 (/n2n behind a
+// mtlsCaddyfile is the configuration of the n2n/gRPC gateways, each site starting with
+// path_guard as in Caddyfile.example: the node's :443 (/n2n behind a
 // required client certificate, a deny list and a rate limit; /public open) and its gRPC port (TLS
 // client authentication required, h2c to the node), and the gateway-wide deny list in deny.txt.
 const mtlsCaddyfile = `{
@@ -46,6 +47,7 @@ const mtlsCaddyfile = `{
 }
 
 https://localhost:{{.N2N}} {
+	path_guard
 	tls {{.Dir}}/server.pem {{.Dir}}/server.key {
 		client_auth {
 			mode verify_if_given
@@ -73,6 +75,7 @@ https://localhost:{{.N2N}} {
 }
 
 https://localhost:{{.GRPC}} {
+	path_guard
 	tls {{.Dir}}/server.pem {{.Dir}}/server.key {
 		client_auth {
 			mode require_and_verify

@@ -30,7 +30,7 @@ const siteCaddyfile = `{
 	default_bind 127.0.0.1
 	auto_https disable_redirects
 	servers {
-		protocols h1 h2
+		protocols {{.Protocols}}
 	}
 	log {
 		level INFO
@@ -44,10 +44,12 @@ https://localhost:{{.Port}} {
 	path_guard
 
 	tls {{.Dir}}/server.pem {{.Dir}}/server.key {
+{{- if .ClientAuth}}
 		client_auth {
 			mode verify_if_given
 			trust_pool file {{.Dir}}/ca.pem
 		}
+{{- end}}
 	}
 
 	request_body {
@@ -108,6 +110,8 @@ type siteSettings struct {
 	NodePublic, NodeInternal     string
 	AllowedOrigin, OriginPattern string
 	Denied, Rate, Audience       string
+	Protocols                    string // the server's protocols: "h1 h2", or "h1 h2 h3"
+	ClientAuth                   bool   // ask for client certificates (Caddy then issues no session tickets)
 }
 
 // siteGateway is a running gateway of siteCaddyfile in front of an in-process test node.
@@ -125,6 +129,15 @@ type siteGateway struct {
 // connections and the site completes a TLS handshake.
 func startSiteGateway(t *testing.T, n2nRate string) *siteGateway {
 	t.Helper()
+	return startSiteGatewayWith(t, n2nRate, "h1 h2", true)
+}
+
+// startSiteGatewayWith is startSiteGateway with the server's protocols (Caddy's `protocols`
+// option) set, "h1 h2 h3" to serve HTTP/3 (with 0-RTT, Caddy's default) on the site's port over
+// UDP as well, and with or without client_auth. Caddy issues TLS session tickets, and so
+// accepts 0-RTT, only on a site without client_auth, as Caddyfile.example's internal site.
+func startSiteGatewayWith(t *testing.T, n2nRate, protocols string, clientAuth bool) *siteGateway {
+	t.Helper()
 	node, err := testnode.Start(testnode.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -137,9 +150,11 @@ func startSiteGateway(t *testing.T, n2nRate string) *siteGateway {
 		NodePublic:    strings.TrimPrefix(node.PublicURL(), "http://"),
 		NodeInternal:  strings.TrimPrefix(node.InternalURL(), "http://"),
 		AllowedOrigin: allowedOrigin, OriginPattern: originPattern,
-		Denied:   testName(siteDeniedCN).String(),
-		Rate:     n2nRate,
-		Audience: testAudience,
+		Denied:     testName(siteDeniedCN).String(),
+		Rate:       n2nRate,
+		Audience:   testAudience,
+		Protocols:  protocols,
+		ClientAuth: clientAuth,
 	}
 	server := g.pki.server(t)
 	for name, data := range map[string][]byte{
@@ -209,6 +224,19 @@ func (r rawResult) String() string {
 // Go's HTTP client would clean or re-encode the path; this does not.
 func (g *siteGateway) raw(t *testing.T, c *leafCert, target string, headers ...string) rawResult {
 	t.Helper()
+	var req strings.Builder
+	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: localhost:%d\r\n", target, g.Port)
+	for _, h := range headers {
+		req.WriteString(h + "\r\n")
+	}
+	req.WriteString("Connection: close\r\n\r\n")
+	return g.rawBytes(t, c, req.String())
+}
+
+// rawBytes writes req, a whole HTTP/1.1 request as written, over a fresh TLS connection (as
+// client c, nil: none) and reads the answer.
+func (g *siteGateway) rawBytes(t *testing.T, c *leafCert, req string) rawResult {
+	t.Helper()
 	cfg := g.tlsConfig(c)
 	cfg.NextProtos = []string{"http/1.1"}
 	conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", g.addr(g.Port), cfg)
@@ -219,13 +247,7 @@ func (g *siteGateway) raw(t *testing.T, c *leafCert, target string, headers ...s
 	if err := conn.SetDeadline(time.Now().Add(10 * time.Second)); err != nil {
 		return rawResult{err: err}
 	}
-	var req strings.Builder
-	fmt.Fprintf(&req, "GET %s HTTP/1.1\r\nHost: localhost:%d\r\n", target, g.Port)
-	for _, h := range headers {
-		req.WriteString(h + "\r\n")
-	}
-	req.WriteString("Connection: close\r\n\r\n")
-	if _, err := io.WriteString(conn, req.String()); err != nil {
+	if _, err := io.WriteString(conn, req); err != nil {
 		return rawResult{err: err}
 	}
 	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)

@@ -13,14 +13,20 @@
 //     `..%3bx`), as servlet containers strip those before resolving dots;
 //   - an empty segment (`//`, or a segment of parameters only, `/;x/`); a
 //     single trailing slash (`/n2n/`) is not an empty segment;
-//   - the above encoded more than once (`%252e`, `%25%32%65`, up to
+//   - an encoded unreserved character (RFC 3986: `ALPHA DIGIT - . _ ~`,
+//     any letter case: `%69`, `%4E`, `%30`, `%2d`, `%5F`, `%7e`). No client
+//     needs to encode those, and readers disagree on them: Caddy's matchers
+//     decode `/%69nternal/x` to `/internal/x` while the node's router, given
+//     the raw path, reads `%69nternal`;
+//   - the above encoded more than once (`%252e`, `%2569`, up to
 //     MaxDecodeDepth decodings deep), since some servers decode twice;
 //   - `%c0` or `%c1`, bytes that never occur in UTF-8 and that lenient
 //     decoders read as overlong forms of `.`, `/` and `\`;
 //   - a malformed escape (`%` not followed by two hex digits).
 //
-// Everything else passes: other escapes (`%3A` in did:web identifiers,
-// `%40`, `%20`, `%25` that does not hide one of the above), `;` in a segment
+// Everything else passes byte for byte: escapes of reserved and other
+// characters (`%3A` in did:web identifiers, `%40`, `%20`, `%2B`, bytes of
+// UTF-8, `%25` that does not hide one of the above), `;` in a segment
 // name (`/n2n;a=b/x`: routing decides, and no route of the gateway matches
 // it), letter case (`/N2N`: routing decides).
 //
@@ -52,25 +58,26 @@ import (
 	"strings"
 )
 
-// MaxDecodeDepth is how many decodings deep an encoded slash, backslash, dot
-// or NUL is looked for: `%2e` is caught at depth 1, `%252e` at 2, and
+// MaxDecodeDepth is how many decodings deep an encoded slash, backslash, dot,
+// NUL or unreserved character is looked for: `%2e` is caught at depth 1, `%252e` at 2, and
 // `%25252525252e` (depth 6) passes, as no server decodes a path that often.
 const MaxDecodeDepth = 5
 
 // The reasons a target is refused. Check returns one of these.
 var (
-	ErrNotPath          = errors.New("request target is neither an origin-form path nor an http(s) absolute URL")
-	ErrAsterisk         = errors.New("request target * is not served")
-	ErrMalformedEscape  = errors.New("path holds a malformed percent-encoding")
-	ErrEncodedSlash     = errors.New("path holds an encoded slash (%2f)")
-	ErrEncodedBackslash = errors.New("path holds an encoded backslash (%5c)")
-	ErrEncodedDot       = errors.New("path holds an encoded dot (%2e)")
-	ErrBackslash        = errors.New("path holds a backslash")
-	ErrNUL              = errors.New("path holds a NUL")
-	ErrOverlong         = errors.New("path holds %c0 or %c1, an overlong UTF-8 form")
-	ErrDotSegment       = errors.New("path holds a . or .. segment")
-	ErrEmptySegment     = errors.New("path holds an empty segment (//)")
-	ErrNestedEncoding   = errors.New("path holds a slash, backslash, dot or NUL encoded more than once, such as %252e")
+	ErrNotPath           = errors.New("request target is neither an origin-form path nor an http(s) absolute URL")
+	ErrAsterisk          = errors.New("request target * is not served")
+	ErrMalformedEscape   = errors.New("path holds a malformed percent-encoding")
+	ErrEncodedSlash      = errors.New("path holds an encoded slash (%2f)")
+	ErrEncodedBackslash  = errors.New("path holds an encoded backslash (%5c)")
+	ErrEncodedDot        = errors.New("path holds an encoded dot (%2e)")
+	ErrBackslash         = errors.New("path holds a backslash")
+	ErrNUL               = errors.New("path holds a NUL")
+	ErrOverlong          = errors.New("path holds %c0 or %c1, an overlong UTF-8 form")
+	ErrDotSegment        = errors.New("path holds a . or .. segment")
+	ErrEmptySegment      = errors.New("path holds an empty segment (//)")
+	ErrNestedEncoding    = errors.New("path holds a slash, backslash, dot, NUL or unreserved character encoded more than once, such as %252e or %2569")
+	ErrEncodedUnreserved = errors.New("path holds an encoded unreserved character (letter, digit, -, _ or ~), such as %69")
 )
 
 // Check reports whether the request target rawTarget, as sent by the client
@@ -186,7 +193,9 @@ func checkSegment(seg string, last bool) error {
 	return nil
 }
 
-// forbiddenByte is the error for an escape decoding to b, or nil.
+// forbiddenByte is the error for an escape decoding to b, or nil: a
+// separator, a dot, NUL, an overlong UTF-8 lead byte, or another
+// unreserved character.
 func forbiddenByte(b byte) error {
 	switch b {
 	case '/':
@@ -199,6 +208,11 @@ func forbiddenByte(b byte) error {
 		return ErrNUL
 	case 0xc0, 0xc1:
 		return ErrOverlong
+	case '-', '_', '~':
+		return ErrEncodedUnreserved
+	}
+	if 'a' <= b|0x20 && b|0x20 <= 'z' || '0' <= b && b <= '9' {
+		return ErrEncodedUnreserved
 	}
 	return nil
 }

@@ -18,8 +18,10 @@ func TestCheck(t *testing.T) {
 		{"/n2n?", nil},
 		{"/iam/did:web:example.com%3A8443/x", nil},
 		{"/iam/did:web:example.com%3a8443/did.json", nil},
-		{"/iam/did:web:example.com%253A8443/x", nil}, // an encoded did:web, encoded once more
-		{"/iam/%41", nil},
+		{"/iam/did:web:example.com%253A8443/x", nil},        // an encoded did:web, encoded once more
+		{"/iam/x%3B%3d%40%24%26%2B%2c%21%27%28%29%2A", nil}, // reserved sub-delims and gen-delims
+		{"/iam/%20%22%3C%3e%5B%5d%5E%60%7B%7c%7D%7F%80%FF", nil},
+		{"/iam/%2F%2f", ErrEncodedSlash},
 		{"/iam/a%40b/c%20d", nil},
 		{"/N2N", nil},
 		{"/n2n;a=b/x", nil},
@@ -28,11 +30,12 @@ func TestCheck(t *testing.T) {
 		{"/n2n/.x/x.", nil},
 		{"/n2n/..x", nil},
 		{"/n2n/x#/y", nil},
+		{"/iam/%253A%2520", nil}, // %25 hiding a reserved byte
 		{"/%25", nil},
 		{"/%2525", nil},
 		{"/%25zz", nil},
-		{"/%25%32", nil},
-		{"/%25252525252e", nil}, // deeper than MaxDecodeDepth
+		{"/%25%32", ErrEncodedUnreserved}, // %32 is the digit 2
+		{"/%25252525252e", nil},           // deeper than MaxDecodeDepth
 		{"http://example.com/n2n/x?y", nil},
 		{"HTTPS://example.com:443/iam/x", nil},
 		{"http://example.com", nil},
@@ -79,11 +82,34 @@ func TestCheck(t *testing.T) {
 		{"/n2n/..%252finternal", ErrNestedEncoding},
 		{"/n2n/%255c", ErrNestedEncoding},
 		{"/n2n/%2500", ErrNestedEncoding},
-		{"/n2n/%25%32%65", ErrNestedEncoding},
-		{"/n2n/%25%32%46", ErrNestedEncoding},
+		{"/n2n/%25%32%65", ErrEncodedUnreserved}, // %32, %65 already
+		{"/n2n/%25%32%46", ErrEncodedUnreserved},
 		{"/n2n/%25252e", ErrNestedEncoding},
 		{"/n2n/%252525252e", ErrNestedEncoding}, // depth 5
 		{"/n2n/%25c0%25ae", ErrNestedEncoding},
+
+		// Encoded unreserved characters (ALPHA DIGIT - . _ ~), any case, any
+		// depth: routing decodes them, the node may not.
+		{"/%69nternal/x", ErrEncodedUnreserved},
+		{"/%49NTERNAL/x", ErrEncodedUnreserved},
+		{"/n2n/%61", ErrEncodedUnreserved},
+		{"/iam/%41", ErrEncodedUnreserved},
+		{"/iam/%5A%5a%7A%7a%30%39", ErrEncodedUnreserved},
+		{"/iam/%5a", ErrEncodedUnreserved},
+		{"/iam/%30", ErrEncodedUnreserved},
+		{"/iam/%39", ErrEncodedUnreserved},
+		{"/iam/x%2dy", ErrEncodedUnreserved},
+		{"/iam/x%2Dy", ErrEncodedUnreserved},
+		{"/iam/x%5fy", ErrEncodedUnreserved},
+		{"/iam/x%5Fy", ErrEncodedUnreserved},
+		{"/iam/x%7ey", ErrEncodedUnreserved},
+		{"/iam/x%7Ey", ErrEncodedUnreserved},
+		{"/iam/%3A%6e", ErrEncodedUnreserved},
+		{"/%2569nternal/x", ErrNestedEncoding},
+		{"/n2n/%2561", ErrNestedEncoding},
+		{"/n2n/%257E", ErrNestedEncoding},
+		{"/n2n/%25252541", ErrNestedEncoding}, // depth 4
+		{"http://example.com/%69nternal/x", ErrEncodedUnreserved},
 
 		// Overlong UTF-8 and malformed escapes.
 		{"/n2n/%c0%ae%c0%ae/internal", ErrOverlong},
@@ -121,7 +147,7 @@ func TestCheckPathNeedsSlash(t *testing.T) {
 }
 
 func TestErrorsAreLowercase(t *testing.T) {
-	for _, err := range []error{ErrNotPath, ErrAsterisk, ErrMalformedEscape, ErrEncodedSlash, ErrEncodedBackslash, ErrEncodedDot, ErrBackslash, ErrNUL, ErrOverlong, ErrDotSegment, ErrEmptySegment, ErrNestedEncoding} {
+	for _, err := range []error{ErrNotPath, ErrAsterisk, ErrMalformedEscape, ErrEncodedSlash, ErrEncodedBackslash, ErrEncodedDot, ErrBackslash, ErrNUL, ErrOverlong, ErrDotSegment, ErrEmptySegment, ErrNestedEncoding, ErrEncodedUnreserved} {
 		if m := err.Error(); m == "" || m[0] < 'a' || m[0] > 'z' {
 			t.Errorf("error %q", m)
 		}

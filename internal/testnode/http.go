@@ -22,8 +22,9 @@ type Request struct {
 	Path       string // decoded path (URL.Path)
 	RawQuery   string
 	Header     http.Header
-	Body       []byte // at most Options.MaxBodyBytes
-	BodySize   int64  // bytes received in all
+	Trailer    http.Header // the request trailers, read after the body: declared or not
+	Body       []byte      // at most Options.MaxBodyBytes
+	BodySize   int64       // bytes received in all
 	RemoteAddr string
 	Time       time.Time
 }
@@ -61,6 +62,7 @@ func (n *Node) handleHTTP(listener string, w http.ResponseWriter, r *http.Reques
 func (n *Node) record(listener string, r *http.Request) Request {
 	body, size := readCapped(r.Body, n.opts.MaxBodyBytes)
 	req := Request{
+		Trailer:    r.Trailer.Clone(), // Go's server fills r.Trailer once the body is read
 		Listener:   listener,
 		Method:     r.Method,
 		Host:       r.Host,

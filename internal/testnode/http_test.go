@@ -3,6 +3,7 @@ package testnode
 import (
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -101,5 +102,35 @@ func TestHTTPBodyCap(t *testing.T) {
 	do(t, http.MethodPut, n.PublicURL()+"/iam/x", "0123456789")
 	if r := n.Requests()[0]; string(r.Body) != "0123" || r.BodySize != 10 {
 		t.Errorf("recorded body %q of size %d, want \"0123\" of 10", r.Body, r.BodySize)
+	}
+}
+
+// TestHTTPRecordsTrailers: the trailers of a chunked request are recorded,
+// declared ones and undeclared ones alike.
+func TestHTTPRecordsTrailers(t *testing.T) {
+	n := startNode(t, Options{})
+	for _, declare := range []string{"Trailer: X-Trail\r\n", ""} {
+		conn, err := net.Dial("tcp", strings.TrimPrefix(n.PublicURL(), "http://"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.WriteString(conn, "POST /public/x HTTP/1.1\r\nHost: node\r\nConnection: close\r\n"+declare+
+			"Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\nX-Trail: 1\r\n\r\n")
+		if err == nil {
+			_, err = io.ReadAll(conn)
+		}
+		conn.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	reqs := n.Requests()
+	if len(reqs) != 2 {
+		t.Fatalf("%d requests recorded, want 2", len(reqs))
+	}
+	for _, r := range reqs {
+		if string(r.Body) != "body" || r.Trailer.Get("X-Trail") != "1" {
+			t.Errorf("recorded body %q, trailers %v; want body and X-Trail: 1", r.Body, r.Trailer)
+		}
 	}
 }
