@@ -71,10 +71,10 @@ func (PathGuard) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the logger.
+// Provision sets up the logger and the refusal metric.
 func (pg *PathGuard) Provision(ctx caddy.Context) error {
 	pg.logger = ctx.Logger()
-	return nil
+	return registerMetrics(ctx)
 }
 
 // ServeHTTP passes the request on if its path is unambiguous, or refuses it.
@@ -87,10 +87,10 @@ func (pg *PathGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 	if err == nil {
 		return next.ServeHTTP(w, r)
 	}
-	if pg.logger != nil {
-		if c := pg.logger.Check(zapcore.InfoLevel, "path refused"); c != nil {
-			c.Write(zap.String("reason", err.Error()), zap.String("remote_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", target))
-		}
+	reason := pathReason(err)
+	pathRefusals.WithLabelValues(reason).Inc()
+	if c, sup := pathRefusalLog.Check(pg.logger, zapcore.InfoLevel, reason, "path refused"); c != nil {
+		c.Write(zap.String("reason", err.Error()), zap.String("remote_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", target), sup)
 	}
 	return refuse(w, r, http.StatusBadRequest, grpcInvalidArgument, err.Error())
 }

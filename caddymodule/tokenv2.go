@@ -168,9 +168,10 @@ func (t *TokenV2) Authenticate(w http.ResponseWriter, r *http.Request) (caddyaut
 		}
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		caddyhttp.SetVar(r.Context(), refusedVar, "1")
-		authDecisions.WithLabelValues("denied", string(refusal.Reason)).Inc()
-		if c := t.logger.Check(zapcore.InfoLevel, "access denied"); c != nil {
-			c.Write(zap.String("reason", string(refusal.Reason)), zap.String("detail", refusal.Detail), zap.String("remote_ip", clientIP(r)))
+		reason := string(refusal.Reason)
+		authDecisions.WithLabelValues("denied", reason).Inc()
+		if c, sup := tokenRefusalLog.Check(t.logger, zapcore.InfoLevel, reason, "access denied"); c != nil {
+			c.Write(zap.String("reason", reason), zap.String("detail", refusal.Detail), zap.String("remote_ip", clientIP(r)), sup)
 		}
 		return caddyauth.User{}, false, nil
 	}
