@@ -52,8 +52,9 @@ const grpcInvalidArgument = 3
 // of the request line; the check is linear in it.
 //
 // gRPC requests are refused the gRPC way: HTTP 200, trailers-only,
-// grpc-status 3 (INVALID_ARGUMENT). Every refusal is logged at INFO with
-// the client's IP and the request target.
+// grpc-status 3 (INVALID_ARGUMENT). Every refusal is counted by reason in
+// nutsgate_path_refusals_total and logged at INFO with the client's IP and
+// the request target, at most 10 lines a second per reason.
 //
 // In a Caddyfile the directive is ordered before every other one (before
 // `tracing`, the first of Caddy's standard order), so a site that writes
