@@ -129,8 +129,8 @@ func (c *CORS) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 	if cors.IsPreflight(r) {
 		h.Add("Vary", cors.VaryPreflight)
 		if err := c.policy.CheckPreflight(r.Header); err != nil {
-			if ce := c.logger.Check(zapcore.DebugLevel, "cors preflight refused"); ce != nil {
-				ce.Write(zap.Error(err), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI))
+			if ce, sup := corsRefusalLog.Check(c.logger, zapcore.DebugLevel, corsReason, "cors preflight refused"); ce != nil {
+				ce.Write(zap.Error(err), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)
 			}
 			return caddyhttp.Error(http.StatusForbidden, err)
 		}

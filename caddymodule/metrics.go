@@ -31,6 +31,12 @@ var (
 		Help:      "Requests client_rate_limit refused.",
 	})
 
+	pathRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "path_refusals_total",
+		Help:      "Requests path_guard refused, by reason: not_path, asterisk, malformed_escape, encoded_slash, encoded_backslash, encoded_dot, backslash, nul, overlong, dot_segment, empty_segment, nested_encoding or other.",
+	}, []string{"reason"})
+
 	clientRequests = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "nutsgate",
 		Name:      "client_requests_total",
@@ -74,7 +80,7 @@ func registerMetrics(ctx caddy.Context) error {
 	if reg == nil {
 		return nil // a context without metrics, as in unit tests
 	}
-	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, clientRequests} {
+	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, pathRefusals, clientRequests} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
 			return err

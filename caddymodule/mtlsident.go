@@ -176,7 +176,7 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	repl.Map(func(key string) (any, bool) { return clientPlaceholder(&id, key) })
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		if m.Require {
-			m.audit("client refused", r, zap.String("reason", "no verified client certificate"))
+			m.audit("no_certificate", "client refused", r, zap.String("reason", "no verified client certificate"))
 			mtlsRefusals.WithLabelValues("no_certificate").Inc()
 			return refuse(w, r, http.StatusUnauthorized, grpcUnauthenticated, "a verified client certificate is required")
 		}
@@ -184,16 +184,16 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	}
 	client, err := mtlsident.Identify(r.TLS.VerifiedChains[0][0])
 	if err != nil {
-		m.audit("client refused", r, zap.String("reason", err.Error()))
 		reason := "ambiguous_certificate"
 		if !errors.Is(err, mtlsident.ErrAmbiguous) {
 			reason = "unreadable_certificate"
 		}
+		m.audit(reason, "client refused", r, zap.String("reason", err.Error()))
 		mtlsRefusals.WithLabelValues(reason).Inc()
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate not accepted")
 	}
 	if e, denied := m.denies(client); denied {
-		m.audit("client denied", r, zap.String("subject", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
+		m.audit("denied", "client denied", r, zap.String("subject", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
 		mtlsRefusals.WithLabelValues("denied").Inc()
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client denied")
 	}
@@ -258,9 +258,11 @@ func (m *MTLSIdent) deniesID(id mtlsident.Identity) bool {
 	return denied
 }
 
-func (m *MTLSIdent) audit(msg string, r *http.Request, fields ...zap.Field) {
-	if c := m.logger.Check(zapcore.InfoLevel, msg); c != nil {
-		c.Write(append(fields, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI))...)
+// audit logs a refusal whose metric reason is reason, sampled per reason
+// (see refusallog.go).
+func (m *MTLSIdent) audit(reason, msg string, r *http.Request, fields ...zap.Field) {
+	if c, sup := mtlsRefusalLog.Check(m.logger, zapcore.InfoLevel, reason, msg); c != nil {
+		c.Write(append(fields, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
 	}
 }
 

@@ -92,8 +92,9 @@ const (
 //
 // Refusals are answered 400 (425 for early data), gRPC requests the gRPC
 // way: HTTP 200, trailers-only, grpc-status 3 (INVALID_ARGUMENT) or 14.
-// Every refusal is logged at INFO with the client's IP and the request
-// target.
+// Every refusal is counted by reason in nutsgate_path_refusals_total and
+// logged at INFO with the client's IP and the request target, at most 10
+// lines a second per reason.
 //
 // In a Caddyfile the directive is ordered before every other one (before
 // `tracing`, the first of Caddy's standard order), so a site that writes
@@ -111,10 +112,10 @@ func (PathGuard) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision sets up the logger.
+// Provision sets up the logger and the refusal metric.
 func (pg *PathGuard) Provision(ctx caddy.Context) error {
 	pg.logger = ctx.Logger()
-	return nil
+	return registerMetrics(ctx)
 }
 
 // ServeHTTP refuses early data and ambiguous paths, and passes every other
@@ -140,13 +141,12 @@ func (pg *PathGuard) ServeHTTP(w http.ResponseWriter, r *http.Request, next cadd
 // errEarlyData is the reason of a request refused as early data.
 var errEarlyData = errors.New("request sent as TLS early data (0-RTT); send it again after the handshake")
 
-// log writes one refusal at INFO.
-func (pg *PathGuard) log(msg string, reason error, r *http.Request, target string) {
-	if pg.logger == nil {
-		return
-	}
-	if c := pg.logger.Check(zapcore.InfoLevel, msg); c != nil {
-		c.Write(zap.String("reason", reason.Error()), zap.String("remote_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", target))
+// log counts one refusal and logs it at INFO, sampled per reason.
+func (pg *PathGuard) log(msg string, err error, r *http.Request, target string) {
+	reason := pathReason(err)
+	pathRefusals.WithLabelValues(reason).Inc()
+	if c, sup := pathRefusalLog.Check(pg.logger, zapcore.InfoLevel, reason, msg); c != nil {
+		c.Write(zap.String("reason", err.Error()), zap.String("remote_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", target), sup)
 	}
 }
 

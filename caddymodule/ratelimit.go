@@ -33,7 +33,8 @@ const defaultRateKey = "{mtls.client.subject}"
 // Over the limit: 429 with `Retry-After` (whole seconds, rounded up); gRPC
 // requests get HTTP 200, trailers-only, grpc-status 8 (RESOURCE_EXHAUSTED).
 // A refused request never reaches the next handler, and is logged with the
-// client's key.
+// client's key (at most 10 lines a second; every one is counted in
+// nutsgate_rate_limit_refusals_total).
 //
 // Memory is bounded by `max_keys` whatever the traffic: buckets are only
 // dropped once they have refilled completely, and when every tracked key
@@ -130,8 +131,8 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	}
 	rateLimitRefusals.Inc()
 	retry := ratelimit.RetryAfterSeconds(wait)
-	if c := rl.logger.Check(zapcore.InfoLevel, "rate limit exceeded"); c != nil {
-		c.Write(zap.String("client", key), zap.Int("retry_after", retry), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI))
+	if c, sup := rateLimitRefusalLog.Check(rl.logger, zapcore.InfoLevel, rateLimitReason, "rate limit exceeded"); c != nil {
+		c.Write(zap.String("client", key), zap.Int("retry_after", retry), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
 	return refuse(w, r, http.StatusTooManyRequests, grpcResourceExhausted, "rate limit exceeded")

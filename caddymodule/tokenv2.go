@@ -41,7 +41,7 @@ func init() {
 // It is a provider of Caddy's `authentication` handler. The Caddyfile
 // directive `token_v2` also answers every refusal with status 401, body
 // `Unauthorized` and `WWW-Authenticate: Bearer`; the reason of a refusal goes
-// to the log only.
+// to the log (at most 10 lines a second per reason) and the metrics only.
 //
 // The authorized_keys file is watched: when its content changes the new key
 // set is in force within a second, without a config reload. A version that
@@ -168,9 +168,10 @@ func (t *TokenV2) Authenticate(w http.ResponseWriter, r *http.Request) (caddyaut
 		}
 		w.Header().Set("WWW-Authenticate", "Bearer")
 		caddyhttp.SetVar(r.Context(), refusedVar, "1")
-		authDecisions.WithLabelValues("denied", string(refusal.Reason)).Inc()
-		if c := t.logger.Check(zapcore.InfoLevel, "access denied"); c != nil {
-			c.Write(zap.String("reason", string(refusal.Reason)), zap.String("detail", refusal.Detail), zap.String("remote_ip", clientIP(r)))
+		reason := string(refusal.Reason)
+		authDecisions.WithLabelValues("denied", reason).Inc()
+		if c, sup := tokenRefusalLog.Check(t.logger, zapcore.InfoLevel, reason, "access denied"); c != nil {
+			c.Write(zap.String("reason", reason), zap.String("detail", refusal.Detail), zap.String("remote_ip", clientIP(r)), sup)
 		}
 		return caddyauth.User{}, false, nil
 	}

@@ -19,6 +19,7 @@ const (
 	metricMTLS       = "nutsgate_mtls_refusals_total"
 	metricRateLimit  = "nutsgate_rate_limit_refusals_total"
 	metricClientReqs = "nutsgate_client_requests_total"
+	metricPath       = "nutsgate_path_refusals_total" // path_guard's refusals, by reason
 )
 
 // metricsRate is the /n2n limit of the metrics gateway: 3 requests, then nothing for the rest

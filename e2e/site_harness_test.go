@@ -368,14 +368,3 @@ func parseSampleLine(line string) (name string, labels []string, value float64, 
 
 // relaxedSiteRate is a /n2n rate limit no test of the site gateway reaches.
 const relaxedSiteRate = "10000/1m"
-
-// loggedPathRefusal reports whether the gateway logged path_guard's refusal of a request whose
-// target contains id.
-func (g *siteGateway) loggedPathRefusal(id string) bool {
-	for line := range strings.SplitSeq(g.Logs.String(), "\n") {
-		if strings.Contains(line, `"msg":"path refused"`) && strings.Contains(line, id) {
-			return true
-		}
-	}
-	return false
-}
