@@ -88,15 +88,14 @@ type Conns struct {
 // Conn is one tracked connection.
 type Conn struct {
 	closer io.Closer
-	tls    tlsState // the connection's TLS state; nil if it has none to judge
 
 	mu       sync.Mutex
 	closed   bool
 	clients  map[any]connClient // by the handler that identified the client
 	watch    []func(Identity) bool
 	peer     peerState
-	peerID   Identity // the handshake's client, once peer is peerVerified
-	checking bool     // a handshake check is under way
+	peerID   *Identity // the handshake's client, once peer is peerVerified
+	checking bool      // a handshake check is under way
 }
 
 // tlsState is a connection that can tell its TLS state, such as *tls.Conn.
@@ -111,7 +110,7 @@ type peerState uint8
 const (
 	peerUnknown  peerState = iota // not judged yet, or the handshake has not ended
 	peerNone                      // no verified certificate, or one that identifies no client
-	peerVerified                  // peerID is the client
+	peerVerified                  // *peerID is the client
 )
 
 type connClient struct {
@@ -128,7 +127,6 @@ const pruneEvery = 1024
 // identifies its client.
 func (cs *Conns) Track(c io.Closer) *Conn {
 	h := &Conn{closer: c}
-	h.tls, _ = c.(tlsState)
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
 	cs.add(h)
@@ -203,6 +201,9 @@ func (c *Conn) Identified(owner any, id Identity, denied func(Identity) bool) {
 func (c *Conn) Watch(denied func(Identity) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.watch == nil {
+		c.watch = make([]func(Identity) bool, 0, 2) // a server has one or two
+	}
 	c.watch = append(c.watch, denied)
 }
 
@@ -231,7 +232,7 @@ func (c *Conn) judge() verdict {
 		}
 		return keep
 	}
-	if c.tls == nil || len(c.watch) == 0 {
+	if _, ok := c.closer.(tlsState); !ok || len(c.watch) == 0 {
 		return keep
 	}
 	switch c.peer {
@@ -252,7 +253,7 @@ func (c *Conn) judge() verdict {
 // c.mu is held.
 func (c *Conn) watchDenies() bool {
 	for _, denied := range c.watch {
-		if denied(c.peerID) {
+		if denied(*c.peerID) {
 			return true
 		}
 	}
@@ -301,14 +302,14 @@ func (cs *Conns) Sweep() int {
 // handshake under way to end, and closes h if a Watch check refuses it.
 func (cs *Conns) checkHandshake(h *Conn) {
 	defer cs.checks.Done()
-	st := h.tls.ConnectionState()
-	peer, id := peerNone, Identity{}
+	st := h.closer.(tlsState).ConnectionState()
+	peer, id := peerNone, (*Identity)(nil)
 	switch {
 	case !st.HandshakeComplete:
 		peer = peerUnknown // not begun yet, or failed: judged again next time
 	case len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0:
 		if got, err := Identify(st.VerifiedChains[0][0]); err == nil {
-			peer, id = peerVerified, got
+			peer, id = peerVerified, &got
 		}
 	}
 	h.mu.Lock()
@@ -325,7 +326,7 @@ func (cs *Conns) checkHandshake(h *Conn) {
 	delete(cs.handles, weak.Make(h))
 	cs.mu.Unlock()
 	if h.close() && cs.Closed != nil {
-		cs.Closed(id)
+		cs.Closed(*id)
 	}
 }
 

@@ -301,3 +301,38 @@ func (cs *Conns) keyedLen() int {
 	defer cs.mu.Unlock()
 	return len(cs.keyed)
 }
+
+// BenchmarkConnsTrack is the per-connection cost of tracking a connection of
+// a server with two mtls_ident handlers.
+func BenchmarkConnsTrack(b *testing.B) {
+	var cs Conns
+	denied := func(Identity) bool { return false }
+	b.Run("track only (as before)", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			cs.Track(&closer{})
+		}
+	})
+	b.Run("track and two deny checks", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h := cs.Track(&closer{})
+			h.Watch(denied)
+			h.Watch(denied)
+		}
+	})
+}
+
+// BenchmarkConnsTrackOnceSeen is the per-request cost of finding the tracked
+// Conn of a QUIC connection and recording its (known) client.
+func BenchmarkConnsTrackOnceSeen(b *testing.B) {
+	a, _ := FromCertificate(certWith(b, pkix.RDNSequence{{atv(oidCommonName, "quic-a")}}))
+	var cs Conns
+	denied := func(Identity) bool { return false }
+	key := new(int)
+	cs.TrackOnce(context.Background(), key, &closer{}).Identified("handler", a, denied)
+	b.ReportAllocs()
+	for b.Loop() {
+		cs.TrackOnce(context.Background(), key, &closer{}).Identified("handler", a, denied)
+	}
+}
