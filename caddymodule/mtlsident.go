@@ -57,8 +57,11 @@ const defaultForwardHeader = "X-SSL-CERT"
 // certificate fingerprints. The handler's own entries, those of its
 // deny_file (reloaded when it changes) and the gateway-wide list of the
 // `nutsgate` app all apply. Denying a client also ends its open requests,
-// gRPC streams included, and closes its connections, idle keep-alive and
-// HTTP/2 connections included, within a second.
+// gRPC streams included, and closes its connections within a second: idle
+// keep-alive and HTTP/2 connections, HTTP/3 (QUIC) connections on which it
+// was identified (H3_REQUEST_REJECTED, "client denied"), and connections on
+// which it finished the TLS handshake with its certificate but sent no
+// request (judged by the deny lists of every mtls_ident of the server).
 //
 // Placeholders, empty when there is no verified certificate:
 //
