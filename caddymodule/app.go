@@ -29,7 +29,8 @@ func init() {
 // each change is written to the file atomically before it takes effect, so
 // the list survives a restart. Edits of the file by hand take effect within
 // a second; a version that does not parse is logged and the list in force
-// stays. Denying a client also ends its open requests and gRPC streams.
+// stays. Denying a client also ends its open requests and gRPC streams, and
+// closes its connections (see mtls_ident).
 //
 // Caddyfile (global options):
 //

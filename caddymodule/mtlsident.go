@@ -9,16 +9,20 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	"github.com/quic-go/quic-go"
+	"github.com/quic-go/quic-go/http3"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
 	"github.com/nutsgate/nutsgate/internal/filewatch"
+	"github.com/nutsgate/nutsgate/internal/h3conn"
 	"github.com/nutsgate/nutsgate/mtlsident"
 )
 
@@ -53,8 +57,11 @@ const defaultForwardHeader = "X-SSL-CERT"
 // certificate fingerprints. The handler's own entries, those of its
 // deny_file (reloaded when it changes) and the gateway-wide list of the
 // `nutsgate` app all apply. Denying a client also ends its open requests,
-// gRPC streams included, and closes its connections, idle keep-alive and
-// HTTP/2 connections included, within a second.
+// gRPC streams included, and closes its connections within a second: idle
+// keep-alive and HTTP/2 connections, HTTP/3 (QUIC) connections on which it
+// was identified (H3_REQUEST_REJECTED, "client denied"), and connections on
+// which it finished the TLS handshake with its certificate but sent no
+// request (judged by the deny lists of every mtls_ident of the server).
 //
 // Placeholders, empty when there is no verified certificate:
 //
@@ -111,7 +118,7 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 		return err
 	}
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
-		srv.RegisterConnContext(trackConn)
+		srv.RegisterConnContext(connTracker(m.deniesID))
 	}
 	m.header = cmp.Or(m.ForwardHeader, defaultForwardHeader)
 	if strings.ContainsAny(m.header, " :\t\r\n") {
@@ -201,6 +208,8 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	id = client
 	if conn, ok := r.Context().Value(connKey{}).(*mtlsident.Conn); ok {
 		conn.Identified(m, id, m.deniesID)
+	} else if r.ProtoMajor == 3 {
+		m.trackQUIC(w, id)
 	}
 	if m.header != "off" {
 		r.Header.Set(m.header, id.Forward(m.format))
@@ -217,13 +226,55 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 // connKey is the context key of a connection's *mtlsident.Conn.
 type connKey struct{}
 
-// trackConn registers every connection of a server with mtls_ident, so that
-// denying a client can close the connections it holds.
-func trackConn(ctx context.Context, c net.Conn) context.Context {
-	if ctx.Value(connKey{}) != nil {
-		return ctx // another mtls_ident of the server registered it
+// connTracker returns the ConnContext hook of a handler whose deny check is
+// denied: it registers every connection of the handler's server, once, so
+// that denying a client can close the connections it holds, and adds the
+// handler's check to those that judge the connection while no handler has
+// identified a client on it (its TLS handshake's client).
+func connTracker(denied func(mtlsident.Identity) bool) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, c net.Conn) context.Context {
+		conn, ok := ctx.Value(connKey{}).(*mtlsident.Conn)
+		if !ok { // the first mtls_ident of the server
+			conn = gateway.conns.Track(c)
+			ctx = context.WithValue(ctx, connKey{}, conn)
+		}
+		conn.Watch(denied)
+		return ctx
 	}
-	return context.WithValue(ctx, connKey{}, gateway.conns.Track(c))
+}
+
+// trackQUIC records the client of an HTTP/3 request on its QUIC connection:
+// Caddy's HTTP/3 server has no ConnContext hook, so the connection is found
+// from the response and tracked once, until it ends.
+func (m *MTLSIdent) trackQUIC(w http.ResponseWriter, id mtlsident.Identity) {
+	qc, err := h3conn.Of(w)
+	if err != nil {
+		quicUntracked.Do(func() {
+			m.logger.Warn("HTTP/3 connections of denied clients will not be closed", zap.Error(err))
+		})
+		return
+	}
+	if qc != nil {
+		gateway.conns.TrackOnce(qc.Context(), qc, quicCloser{qc}).Identified(m, id, m.deniesID)
+	}
+}
+
+func init() {
+	gateway.conns.Closed = func(id mtlsident.Identity) {
+		caddy.Log().Named("nutsgate").Info("closed a denied client's connection after its handshake",
+			zap.String("subject", id.Subject), zap.String("fingerprint", id.Fingerprint))
+	}
+}
+
+// quicUntracked logs once that QUIC connections cannot be found.
+var quicUntracked sync.Once
+
+// quicCloser closes a denied client's QUIC connection with
+// H3_REQUEST_REJECTED, "client denied".
+type quicCloser struct{ c *quic.Conn }
+
+func (q quicCloser) Close() error {
+	return q.c.CloseWithError(quic.ApplicationErrorCode(http3.ErrCodeRequestRejected), "client denied")
 }
 
 // clientPlaceholder gives the {mtls.client.*} placeholders of an identity,

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -86,6 +87,81 @@ func TestDenyClosesConnections(t *testing.T) {
 		}
 		t.Logf("connection closed %s after the denial: %v", time.Since(denied).Round(time.Millisecond), err)
 	})
+}
+
+// TestDenyClosesSilentConnections proves that denying a client also closes the connections on
+// which it finished the TLS handshake, with its certificate, but never sent a request: on the n2n
+// port (client certificate verified if given) and on the gRPC port (required), while the same
+// silent connections of a client that is not denied stay open.
+func TestDenyClosesSilentConnections(t *testing.T) {
+	t.Parallel()
+	g := startMTLSGateway(t, relaxedRate, relaxedRate)
+	denied, kept := g.pki.client(t, "silent-denied"), g.pki.client(t, "silent-kept")
+	type silent struct {
+		what string
+		conn *tls.Conn
+	}
+	var deniedConns, keptConns []silent
+	for _, site := range []struct {
+		what string
+		port int
+		alpn string
+	}{{"n2n port, HTTP/1.1", g.N2N, "http/1.1"}, {"gRPC port, HTTP/2", g.GRPC, "h2"}} {
+		for _, c := range []*leafCert{denied, kept} {
+			cfg := g.tlsConfig(c)
+			cfg.NextProtos = []string{site.alpn}
+			conn, err := tls.Dial("tcp", g.addr(site.port), cfg)
+			if err != nil {
+				t.Fatalf("%s: handshake of %s: %v", site.what, c.subject(), err)
+			}
+			t.Cleanup(func() { conn.Close() })
+			if c == denied {
+				deniedConns = append(deniedConns, silent{site.what, conn})
+			} else {
+				keptConns = append(keptConns, silent{site.what, conn})
+			}
+		}
+	}
+	before := len(g.node.Requests())
+	g.changeDeny(t, http.MethodPost, denied.subject())
+	var wg sync.WaitGroup
+	for _, s := range deniedConns {
+		wg.Go(func() {
+			if err := readUntilEnd(s.conn, time.Second); errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%s: the silent connection of a denied client is still open 1 s after the denial", s.what)
+			} else {
+				t.Logf("%s: the denied client's silent connection ended: %v", s.what, err)
+			}
+		})
+	}
+	for _, s := range keptConns {
+		wg.Go(func() {
+			if err := readUntilEnd(s.conn, time.Second); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%s: the silent connection of a client that is not denied ended: %v", s.what, err)
+			}
+		})
+	}
+	wg.Wait()
+	if logged := strings.Count(g.Logs.String(), "closed a denied client's connection after its handshake"); logged != len(deniedConns) {
+		t.Errorf("the gateway logged %d closes of a denied client's silent connection, want %d", logged, len(deniedConns))
+	}
+	if after := len(g.node.Requests()); after != before {
+		t.Errorf("the node received %d requests, want none", after-before)
+	}
+}
+
+// readUntilEnd reads and discards what conn receives until a read fails or d has passed, and
+// returns the error that ended it (os.ErrDeadlineExceeded if the connection stayed open).
+func readUntilEnd(conn net.Conn, d time.Duration) error {
+	if err := conn.SetReadDeadline(time.Now().Add(d)); err != nil {
+		return err
+	}
+	buf := make([]byte, 4096)
+	for {
+		if _, err := conn.Read(buf); err != nil {
+			return err
+		}
+	}
 }
 
 // watchedConn closes closed when the connection ends: a read fails, or the client's TLS layer,

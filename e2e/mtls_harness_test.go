@@ -125,6 +125,13 @@ type mtlsGateway struct {
 // Rates are requests per minute per client.
 func startMTLSGateway(t *testing.T, n2nPerMin, grpcPerMin int) *mtlsGateway {
 	t.Helper()
+	return startMTLSGatewayWith(t, mtlsCaddyfile, n2nPerMin, grpcPerMin)
+}
+
+// startMTLSGatewayWith is startMTLSGateway with the configuration template caddyfile, a variant
+// of mtlsCaddyfile.
+func startMTLSGatewayWith(t *testing.T, caddyfile string, n2nPerMin, grpcPerMin int) *mtlsGateway {
+	t.Helper()
 	node, err := testnode.Start(testnode.Options{
 		// Calls without the header are served (with no identity), so that a call the gateway
 		// should have refused shows up in GRPCCalls instead of being refused by the node.
@@ -155,7 +162,7 @@ func startMTLSGateway(t *testing.T, n2nPerMin, grpcPerMin int) *mtlsGateway {
 		writeFileAtomic(t, filepath.Join(g.Dir, name), data)
 	}
 	var cfg bytes.Buffer
-	if err := template.Must(template.New("Caddyfile").Parse(mtlsCaddyfile)).Execute(&cfg, g.mtlsSettings); err != nil {
+	if err := template.Must(template.New("Caddyfile").Parse(caddyfile)).Execute(&cfg, g.mtlsSettings); err != nil {
 		t.Fatal(err)
 	}
 	g.cfgPath = filepath.Join(g.Dir, "Caddyfile")

@@ -2,6 +2,7 @@ package mtlsident
 
 import (
 	"context"
+	"crypto/tls"
 	"io"
 	"sync"
 	"weak"
@@ -63,22 +64,54 @@ func (s *Streams) Len() int {
 	return len(s.open)
 }
 
-// Conns tracks the connections that identified clients hold, so that
-// denying a client also closes them, idle keep-alive and HTTP/2 connections
-// included: a denied peer does not keep its connection. A connection is
-// forgotten once the server has let go of it (the registry holds it weakly).
+// Conns tracks the connections that clients hold, so that denying a client
+// also closes them, idle keep-alive and HTTP/2 connections included: a
+// denied peer does not keep its connection. A connection counts as the
+// client's once a handler has identified the client on it (Identified), or,
+// for a TLS connection no handler has identified yet, by the verified client
+// certificate of its handshake, judged by the deny checks Watch gave it. A
+// connection is forgotten once the server has let go of it (the registry
+// holds it weakly), or once its context ends (TrackOnce).
 type Conns struct {
+	// Closed, if set, is called for each connection closed after Sweep has
+	// returned: one whose handshake was under way or not yet judged when
+	// Sweep ran, with its client.
+	Closed func(Identity)
+
 	mu      sync.Mutex
 	handles map[weak.Pointer[Conn]]struct{}
+	keyed   map[any]*Conn // TrackOnce's connections, by key
 	added   int
+	checks  sync.WaitGroup // handshake checks under way
 }
 
 // Conn is one tracked connection.
 type Conn struct {
-	closer  io.Closer
-	mu      sync.Mutex
-	clients map[any]connClient // by the handler that identified the client
+	closer io.Closer
+
+	mu       sync.Mutex
+	closed   bool
+	clients  map[any]connClient // by the handler that identified the client
+	watch    []func(Identity) bool
+	peer     peerState
+	peerID   *Identity // the handshake's client, once peer is peerVerified
+	checking bool      // a handshake check is under way
 }
+
+// tlsState is a connection that can tell its TLS state, such as *tls.Conn.
+// Its ConnectionState waits while a handshake is under way.
+type tlsState interface {
+	ConnectionState() tls.ConnectionState
+}
+
+// peerState is what the handshake of a connection tells of its client.
+type peerState uint8
+
+const (
+	peerUnknown  peerState = iota // not judged yet, or the handshake has not ended
+	peerNone                      // no verified certificate, or one that identifies no client
+	peerVerified                  // *peerID is the client
+)
 
 type connClient struct {
 	id     Identity
@@ -89,11 +122,19 @@ type connClient struct {
 // registry.
 const pruneEvery = 1024
 
-// Track registers a new connection; c closes it.
+// Track registers a new connection; c closes it. If c can tell its TLS state
+// (a *tls.Conn), the deny checks of Watch apply to it until a handler
+// identifies its client.
 func (cs *Conns) Track(c io.Closer) *Conn {
 	h := &Conn{closer: c}
 	cs.mu.Lock()
 	defer cs.mu.Unlock()
+	cs.add(h)
+	return h
+}
+
+// add registers h; cs.mu is held.
+func (cs *Conns) add(h *Conn) {
 	if cs.handles == nil {
 		cs.handles = make(map[weak.Pointer[Conn]]struct{})
 	}
@@ -105,6 +146,37 @@ func (cs *Conns) Track(c io.Closer) *Conn {
 			}
 		}
 	}
+}
+
+// TrackOnce returns the Conn of the connection that key stands for (such as
+// a QUIC connection, which carries many requests), tracking it with c as its
+// closer the first time. It stays tracked until ctx, the connection's own
+// context, ends; the caller need not hold the Conn. c's TLS state is not
+// judged: such a connection is tracked once a handler identifies a client
+// on it.
+func (cs *Conns) TrackOnce(ctx context.Context, key any, c io.Closer) *Conn {
+	cs.mu.Lock()
+	if h, ok := cs.keyed[key]; ok {
+		cs.mu.Unlock()
+		return h
+	}
+	h := &Conn{closer: c}
+	if cs.keyed == nil {
+		cs.keyed = make(map[any]*Conn)
+	}
+	cs.keyed[key] = h
+	cs.add(h)
+	cs.mu.Unlock()
+	// The callback holds h as long as the connection lives, and forgets it
+	// when the connection ends, however it ends.
+	context.AfterFunc(ctx, func() {
+		cs.mu.Lock()
+		defer cs.mu.Unlock()
+		if cs.keyed[key] == h {
+			delete(cs.keyed, key)
+		}
+		delete(cs.handles, weak.Make(h))
+	})
 	return h
 }
 
@@ -122,11 +194,66 @@ func (c *Conn) Identified(owner any, id Identity, denied func(Identity) bool) {
 	c.clients[owner] = connClient{id: id, denied: denied}
 }
 
-func (c *Conn) isDenied() bool {
+// Watch adds a deny check that applies to the connection while no handler
+// has identified a client on it: such as the checks of every handler of the
+// server that accepted it. If one refuses the client of the connection's
+// TLS handshake (its verified leaf certificate), Sweep closes it.
+func (c *Conn) Watch(denied func(Identity) bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for _, cl := range c.clients {
-		if cl.denied(cl.id) {
+	if c.watch == nil {
+		c.watch = make([]func(Identity) bool, 0, 2) // a server has one or two
+	}
+	c.watch = append(c.watch, denied)
+}
+
+// verdict is what Sweep does with a connection.
+type verdict uint8
+
+const (
+	keep verdict = iota
+	closeNow
+	checkHandshake // judge the handshake's client, off the registry's lock
+)
+
+// judge tells what Sweep does with the connection, and marks a handshake
+// check as under way.
+func (c *Conn) judge() verdict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return keep
+	}
+	if len(c.clients) > 0 {
+		for _, cl := range c.clients {
+			if cl.denied(cl.id) {
+				return closeNow
+			}
+		}
+		return keep
+	}
+	if _, ok := c.closer.(tlsState); !ok || len(c.watch) == 0 {
+		return keep
+	}
+	switch c.peer {
+	case peerVerified:
+		if c.watchDenies() {
+			return closeNow
+		}
+	case peerUnknown:
+		if !c.checking {
+			c.checking = true
+			return checkHandshake
+		}
+	}
+	return keep
+}
+
+// watchDenies reports whether a Watch check refuses the handshake's client;
+// c.mu is held.
+func (c *Conn) watchDenies() bool {
+	for _, denied := range c.watch {
+		if denied(*c.peerID) {
 			return true
 		}
 	}
@@ -134,26 +261,87 @@ func (c *Conn) isDenied() bool {
 }
 
 // Sweep closes every tracked connection whose client is now denied, and
-// returns how many it closed.
+// returns how many it closed. A TLS connection that no handler has
+// identified is judged by the client of its handshake: at once if that is
+// known; else a goroutine of its own waits for the handshake to end (it
+// may be under way, and a hostile client can stall it; the server's
+// handshake timeout bounds the wait) and closes the connection then if it
+// is denied, calling Closed. Sweep itself never waits on a handshake.
 func (cs *Conns) Sweep() int {
 	cs.mu.Lock()
-	var denied []*Conn
+	var denied, check []*Conn
 	for wp := range cs.handles {
 		h := wp.Value()
 		if h == nil {
 			delete(cs.handles, wp)
 			continue
 		}
-		if h.isDenied() {
+		switch h.judge() {
+		case closeNow:
 			denied = append(denied, h)
 			delete(cs.handles, wp)
+		case checkHandshake:
+			check = append(check, h)
 		}
 	}
 	cs.mu.Unlock()
+	n := 0
 	for _, h := range denied {
-		_ = h.closer.Close()
+		if h.close() {
+			n++
+		}
 	}
-	return len(denied)
+	for _, h := range check {
+		cs.checks.Add(1)
+		go cs.checkHandshake(h)
+	}
+	return n
+}
+
+// checkHandshake learns the client of h's handshake, waiting for a
+// handshake under way to end, and closes h if a Watch check refuses it.
+func (cs *Conns) checkHandshake(h *Conn) {
+	defer cs.checks.Done()
+	st := h.closer.(tlsState).ConnectionState()
+	peer, id := peerNone, (*Identity)(nil)
+	switch {
+	case !st.HandshakeComplete:
+		peer = peerUnknown // not begun yet, or failed: judged again next time
+	case len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0:
+		if got, err := Identify(st.VerifiedChains[0][0]); err == nil {
+			peer, id = peerVerified, &got
+		}
+	}
+	h.mu.Lock()
+	h.checking = false
+	if h.peer == peerUnknown {
+		h.peer, h.peerID = peer, id
+	}
+	deny := len(h.clients) == 0 && h.peer == peerVerified && h.watchDenies()
+	h.mu.Unlock()
+	if !deny {
+		return
+	}
+	cs.mu.Lock()
+	delete(cs.handles, weak.Make(h))
+	cs.mu.Unlock()
+	if h.close() && cs.Closed != nil {
+		cs.Closed(*id)
+	}
+}
+
+// close closes the connection unless it was closed already, and reports
+// whether it closed it.
+func (c *Conn) close() bool {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return false
+	}
+	c.closed = true
+	c.mu.Unlock()
+	_ = c.closer.Close()
+	return true
 }
 
 // Len is how many connections are tracked, closed ones not yet forgotten

@@ -2,9 +2,18 @@ package mtlsident
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"crypto/x509/pkix"
+	"math/big"
+	"net"
 	"runtime"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestStreamsSweep(t *testing.T) {
@@ -73,5 +82,257 @@ func TestConnsForget(t *testing.T) {
 	cs.Sweep() // drops what the collector took
 	if n := cs.Len(); n > pruneEvery {
 		t.Fatalf("%d connections tracked after all but one were let go", n)
+	}
+}
+
+// selfSigned makes a certificate and key for cn that is its own issuer.
+func selfSigned(t *testing.T, cn string) tls.Certificate {
+	t.Helper()
+	pub, priv, _ := ed25519.GenerateKey(rand.Reader)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: cn},
+		DNSNames:     []string{cn},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, pub, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: leaf}
+}
+
+// serverConn is the server side of a TLS connection; it records whether it
+// was closed.
+type serverConn struct {
+	*tls.Conn
+	closed atomic.Bool
+}
+
+func (c *serverConn) Close() error { c.closed.Store(true); return c.Conn.Close() }
+
+// tlsPipe connects a client presenting client (none if nil) to a server that
+// verifies client certificates if given, issued by trusted, over an in-memory
+// pipe. wrap, if not nil, wraps the client's end. The handshake is not run.
+func tlsPipe(t *testing.T, client *tls.Certificate, trusted *x509.CertPool, wrap func(net.Conn) net.Conn) (*serverConn, *tls.Conn) {
+	t.Helper()
+	s, c := net.Pipe()
+	t.Cleanup(func() { s.Close(); c.Close() })
+	if wrap != nil {
+		c = wrap(c)
+	}
+	srvCert := selfSigned(t, "server.test")
+	srv := tls.Server(s, &tls.Config{Certificates: []tls.Certificate{srvCert}, ClientAuth: tls.VerifyClientCertIfGiven, ClientCAs: trusted})
+	cfg := &tls.Config{InsecureSkipVerify: true} // the server's side is under test
+	if client != nil {
+		cfg.Certificates = []tls.Certificate{*client}
+	}
+	return &serverConn{Conn: srv}, tls.Client(c, cfg)
+}
+
+// handshake runs both sides' handshakes.
+func handshake(t *testing.T, srv *serverConn, cl *tls.Conn) {
+	t.Helper()
+	errs := make(chan error, 1)
+	go func() { errs <- cl.Handshake() }()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errs; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A connection that finished its TLS handshake with a verified client
+// certificate and never sent a request is closed by Sweep once a deny check
+// that applies to it refuses its client; others are left open.
+func TestConnsSweepSilentHandshaken(t *testing.T) {
+	denied, allowed := selfSigned(t, "silent-denied"), selfSigned(t, "silent-allowed")
+	pool := x509.NewCertPool()
+	pool.AddCert(denied.Leaf)
+	pool.AddCert(allowed.Leaf)
+	var list *DenyList
+	var mu sync.Mutex
+	deniedBy := func(id Identity) bool {
+		mu.Lock()
+		defer mu.Unlock()
+		_, ok := list.Denies(id)
+		return ok
+	}
+	var cs Conns
+	conns := map[string]*serverConn{}
+	var handles []*Conn
+	for name, cert := range map[string]*tls.Certificate{"denied": &denied, "allowed": &allowed, "anonymous": nil} {
+		srv, cl := tlsPipe(t, cert, pool, nil)
+		handshake(t, srv, cl)
+		h := cs.Track(srv)
+		h.Watch(deniedBy)
+		conns[name], handles = srv, append(handles, h)
+	}
+	if n := cs.Sweep(); n != 0 {
+		t.Fatalf("closed %d with no list", n)
+	}
+	cs.checks.Wait()
+	e, _ := ParseEntry("CN=silent-denied")
+	mu.Lock()
+	list = NewDenyList([]Entry{e})
+	mu.Unlock()
+	cs.Sweep()
+	cs.checks.Wait()
+	for name, srv := range conns {
+		if srv.closed.Load() != (name == "denied") {
+			t.Errorf("%s connection: closed %v", name, srv.closed.Load())
+		}
+	}
+	if n := cs.Sweep(); n != 0 {
+		t.Fatalf("a closed connection was closed again (%d)", n)
+	}
+	runtime.KeepAlive(handles)
+}
+
+// gatedConn blocks every write after the first until open is closed, and
+// closes blocked when it starts blocking.
+type gatedConn struct {
+	net.Conn
+	writes  int
+	open    chan struct{}
+	blocked chan struct{}
+}
+
+func (g *gatedConn) Write(p []byte) (int, error) {
+	if g.writes++; g.writes == 2 {
+		close(g.blocked)
+	}
+	if g.writes >= 2 {
+		<-g.open
+	}
+	return g.Conn.Write(p)
+}
+
+// Sweep never waits on a handshake under way (a hostile client can stall
+// one): it returns at once, and the connection is judged when its handshake
+// ends.
+func TestConnsSweepMidHandshake(t *testing.T) {
+	client := selfSigned(t, "slow-denied")
+	pool := x509.NewCertPool()
+	pool.AddCert(client.Leaf)
+	gate := &gatedConn{open: make(chan struct{}), blocked: make(chan struct{})}
+	srv, cl := tlsPipe(t, &client, pool, func(c net.Conn) net.Conn { gate.Conn = c; return gate })
+	clientDone := make(chan error, 1)
+	go func() { clientDone <- cl.Handshake() }()
+	serverDone := make(chan error, 1)
+	go func() { serverDone <- srv.Handshake() }()
+	<-gate.blocked // the server sent its flight and waits for the client's certificate
+
+	e, _ := ParseEntry("CN=slow-denied")
+	list := NewDenyList([]Entry{e})
+	var cs Conns
+	h := cs.Track(srv)
+	h.Watch(func(id Identity) bool { _, ok := list.Denies(id); return ok })
+	swept := make(chan int)
+	go func() { swept <- cs.Sweep() }()
+	select {
+	case n := <-swept:
+		if n != 0 {
+			t.Fatalf("Sweep closed %d connections whose handshake is under way", n)
+		}
+	case <-time.After(5 * time.Second):
+		close(gate.open)
+		t.Fatal("Sweep is blocked by a handshake under way")
+	}
+	if srv.closed.Load() {
+		t.Fatal("closed before the handshake ended")
+	}
+	close(gate.open)
+	if err := <-serverDone; err != nil {
+		t.Fatal(err)
+	}
+	<-clientDone
+	cs.checks.Wait()
+	if !srv.closed.Load() {
+		t.Fatal("the denied client's connection is open after its handshake ended")
+	}
+	runtime.KeepAlive(h)
+}
+
+// A connection that carries many requests (QUIC) is tracked once, closed by
+// Sweep once its client is denied, and forgotten when its context ends.
+func TestConnsTrackOnce(t *testing.T) {
+	a, _ := FromCertificate(certWith(t, pkix.RDNSequence{{atv(oidCommonName, "quic-a")}}))
+	var list *DenyList
+	denied := func(id Identity) bool { _, ok := list.Denies(id); return ok }
+	var cs Conns
+	ctx, cancel := context.WithCancel(context.Background())
+	key, c := new(int), &closer{}
+	h := cs.TrackOnce(ctx, key, c)
+	for range 3 { // a request each
+		if again := cs.TrackOnce(ctx, key, &closer{}); again != h {
+			t.Fatal("a second Conn for the same connection")
+		}
+		h.Identified("handler", a, denied)
+	}
+	if cs.Len() != 1 {
+		t.Fatalf("%d connections tracked, want 1", cs.Len())
+	}
+	e, _ := ParseEntry("CN=quic-a")
+	list = NewDenyList([]Entry{e})
+	if n := cs.Sweep(); n != 1 || !c.closed {
+		t.Fatalf("sweep closed %d (closed %v), want the connection", n, c.closed)
+	}
+	other := cs.TrackOnce(ctx, new(int), &closer{})
+	cancel() // the connections end
+	deadline := time.Now().Add(5 * time.Second)
+	for cs.Len() != 0 || cs.keyedLen() != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d connections still tracked after their context ended", cs.Len())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	runtime.KeepAlive(other)
+}
+
+func (cs *Conns) keyedLen() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.keyed)
+}
+
+// BenchmarkConnsTrack is the per-connection cost of tracking a connection of
+// a server with two mtls_ident handlers.
+func BenchmarkConnsTrack(b *testing.B) {
+	var cs Conns
+	denied := func(Identity) bool { return false }
+	b.Run("track only (as before)", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			cs.Track(&closer{})
+		}
+	})
+	b.Run("track and two deny checks", func(b *testing.B) {
+		b.ReportAllocs()
+		for b.Loop() {
+			h := cs.Track(&closer{})
+			h.Watch(denied)
+			h.Watch(denied)
+		}
+	})
+}
+
+// BenchmarkConnsTrackOnceSeen is the per-request cost of finding the tracked
+// Conn of a QUIC connection and recording its (known) client.
+func BenchmarkConnsTrackOnceSeen(b *testing.B) {
+	a, _ := FromCertificate(certWith(b, pkix.RDNSequence{{atv(oidCommonName, "quic-a")}}))
+	var cs Conns
+	denied := func(Identity) bool { return false }
+	key := new(int)
+	cs.TrackOnce(context.Background(), key, &closer{}).Identified("handler", a, denied)
+	b.ReportAllocs()
+	for b.Loop() {
+		cs.TrackOnce(context.Background(), key, &closer{}).Identified("handler", a, denied)
 	}
 }
