@@ -57,7 +57,7 @@ func ParseEntry(s string) (Entry, error) {
 		return Entry{}, fmt.Errorf("%q is not a subject DN: %v", s, err)
 	}
 	if dn.spaced > 1 {
-		return Entry{}, fmt.Errorf("%q is OpenSSL's default -subject form, %s first; write it as -nameopt RFC2253 prints it: %s", s, dn.rdns[0][0].typ, dn.rfc2253())
+		return Entry{}, fmt.Errorf("%q has spaces around '=' as OpenSSL's default -subject form writes a DN, in reverse order (%s first); write it as -nameopt RFC2253 prints it: %s (or, if it is in RFC 2253 order already, without the spaces around '=')", s, dn.rdns[0][0].typ, dn.rfc2253())
 	}
 	return Entry{Text: s, key: dn.key}, nil
 }
