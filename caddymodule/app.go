@@ -28,8 +28,10 @@ func init() {
 // line. The admin API (`/nutsgate/deny`) and `nutsgate deny` change it:
 // each change is written to the file atomically before it takes effect, so
 // the list survives a restart. Edits of the file by hand take effect within
-// a second; a version that does not parse is logged and the list in force
-// stays. Denying a client also ends its open requests and gRPC streams, and
+// a second. A line that does not parse is skipped, logged with file:line and
+// counted in nutsgate_deny_file_invalid_lines; the other lines are in force,
+// the gateway starts, and a change by the admin API keeps the line in the
+// file. Denying a client also ends its open requests and gRPC streams, and
 // closes its connections (see mtls_ident).
 //
 // Caddyfile (global options):
@@ -45,9 +47,10 @@ type App struct {
 	// the admin API refuses changes.
 	DenyFile string `json:"deny_file,omitempty"`
 
-	store  *mtlsident.Store
-	logger *zap.Logger
-	stop   context.CancelFunc
+	store    *mtlsident.Store
+	reporter *denyFileReporter
+	logger   *zap.Logger
+	stop     context.CancelFunc
 }
 
 // gateway is the state every module shares, across config reloads: the
@@ -77,11 +80,15 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision reads the deny file.
+// Provision reads the deny file. Only a file that cannot be read fails it;
+// lines that do not parse are skipped and logged.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger = ctx.Logger()
 	if a.DenyFile == "" {
 		return nil
+	}
+	if err := registerMetrics(ctx); err != nil {
+		return err
 	}
 	path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(a.DenyFile, ""))
 	if err != nil {
@@ -89,7 +96,17 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.DenyFile = path
 	a.store = mtlsident.NewStore(path, sweepDenied)
-	return a.store.Load()
+	a.reporter = newDenyFileReporter(ctx, path, a.logger)
+	return a.load()
+}
+
+// load reads the deny file and reports its skipped lines.
+func (a *App) load() error {
+	if err := a.store.Load(); err != nil {
+		return err
+	}
+	a.reporter.report(a.store.Skipped())
+	return nil
 }
 
 // Start puts the deny list in force and watches its file for edits by hand.
@@ -100,10 +117,10 @@ func (a *App) Start() error {
 	gateway.store.Store(a.store)
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(context.Background())
-	w := &filewatch.Watcher{Path: a.store.Path(), Load: func([]byte) error { return a.store.Load() }, Logger: a.logger, MissingIsEmpty: true}
+	w := &filewatch.Watcher{Path: a.store.Path(), Load: func([]byte) error { return a.load() }, Logger: a.logger, MissingIsEmpty: true}
 	w.Check() // primes it with the content in force
 	go w.Run(ctx, filewatch.DefaultInterval)
-	a.logger.Info("deny list loaded", zap.String("file", a.store.Path()), zap.Int("entries", len(a.store.List().Entries())))
+	a.logger.Info("deny list loaded", zap.String("file", a.store.Path()), zap.Int("entries", len(a.store.List().Entries())), zap.Int("skipped_lines", len(a.store.Skipped())))
 	return nil
 }
 

@@ -27,8 +27,9 @@ func init() {
 		Long: `
 Lists, adds or removes entries of the gateway-wide deny list through the
 admin API of a running nutsgate (--address, default localhost:2019). An entry
-is a subject DN in RFC 2253 order, such as "CN=node-a,O=Example,C=NL", or
-sha256:<fingerprint> of a client certificate. A change is written to the
+is a subject DN as "openssl x509 -noout -subject -nameopt RFC2253" prints it,
+such as "CN=node-a,O=Example,C=NL" (OpenSSL's default form, "C = NL, ...", is
+refused), or sha256:<fingerprint> of a client certificate. A change is written to the
 app's deny_file before it takes effect, ends the denied client's open
 requests, and survives a restart.`,
 		CobraFunc: func(cmd *cobra.Command) {

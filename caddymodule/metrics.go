@@ -2,10 +2,15 @@ package caddymodule
 
 import (
 	"errors"
+	"fmt"
+	"slices"
 	"sync"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/nutsgate/nutsgate/mtlsident"
 )
 
 // The nutsgate_* metrics, on Caddy's metrics endpoint (the admin API's
@@ -42,6 +47,12 @@ var (
 		Name:      "client_requests_total",
 		Help:      "Requests of identified clients by certificate subject; subjects past the first 1000 count as \"other\".",
 	}, []string{"client"})
+
+	denyFileInvalidLines = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "nutsgate",
+		Name:      "deny_file_invalid_lines",
+		Help:      "Lines of a deny file that do not parse and are skipped, by file; 0 when every line parses.",
+	}, []string{"file"})
 )
 
 // maxClientLabels bounds the client label of nutsgate_client_requests_total.
@@ -80,11 +91,59 @@ func registerMetrics(ctx caddy.Context) error {
 	if reg == nil {
 		return nil // a context without metrics, as in unit tests
 	}
-	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, pathRefusals, clientRequests} {
+	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, pathRefusals, clientRequests, denyFileInvalidLines} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
 			return err
 		}
 	}
 	return nil
+}
+
+// denyFiles counts, by path, the configs' deny files that are in use, so
+// that a file's series of nutsgate_deny_file_invalid_lines goes when the
+// last config using the file is unloaded.
+var denyFiles = struct {
+	sync.Mutex
+	users map[string]int
+}{users: make(map[string]int)}
+
+// denyFileReporter logs the lines of a deny file that do not parse and
+// keeps the file's nutsgate_deny_file_invalid_lines. It is used by one
+// goroutine at a time: the module's Provision, then its file watcher.
+type denyFileReporter struct {
+	path   string
+	logger *zap.Logger
+	logged []mtlsident.SkippedLine
+}
+
+// newDenyFileReporter returns the reporter of a deny file for the config
+// of ctx.
+func newDenyFileReporter(ctx caddy.Context, path string, logger *zap.Logger) *denyFileReporter {
+	denyFiles.Lock()
+	denyFiles.users[path]++
+	denyFiles.Unlock()
+	ctx.OnCancel(func() {
+		denyFiles.Lock()
+		defer denyFiles.Unlock()
+		if denyFiles.users[path]--; denyFiles.users[path] <= 0 {
+			delete(denyFiles.users, path)
+			denyFileInvalidLines.DeleteLabelValues(path)
+		}
+	})
+	return &denyFileReporter{path: path, logger: logger}
+}
+
+// report sets the gauge to the number of skipped lines and logs each, with
+// file:line, unless the same lines were logged last time.
+func (r *denyFileReporter) report(skipped []mtlsident.SkippedLine) {
+	denyFileInvalidLines.WithLabelValues(r.path).Set(float64(len(skipped)))
+	if slices.EqualFunc(skipped, r.logged, func(a, b mtlsident.SkippedLine) bool { return a.Line == b.Line && a.Text == b.Text }) {
+		return
+	}
+	r.logged = skipped
+	for _, l := range skipped {
+		r.logger.Warn("deny file line does not parse; skipped, the other lines are in force",
+			zap.String("line", fmt.Sprintf("%s:%d", r.path, l.Line)), zap.String("error", l.Err.Error()))
+	}
 }

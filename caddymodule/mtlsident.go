@@ -88,7 +88,9 @@ type MTLSIdent struct {
 	Deny []string `json:"deny,omitempty"`
 
 	// A file of further entries, one a line, '#' comment lines; reloaded
-	// when it changes.
+	// when it changes. A line that does not parse is skipped and logged with
+	// file:line (nutsgate_deny_file_invalid_lines counts them); the other
+	// lines are in force.
 	DenyFile string `json:"deny_file,omitempty"`
 
 	format mtlsident.Format
@@ -144,17 +146,20 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("deny_file: %v", err)
 	}
 	store := mtlsident.NewStore(path, nil)
+	reporter := newDenyFileReporter(ctx, path, m.logger)
 	if err := store.Load(); err != nil {
 		return err
 	}
 	m.file.Store(store.List())
+	reporter.report(store.Skipped())
 	w := &filewatch.Watcher{Path: path, Logger: m.logger, MissingIsEmpty: true, Load: func([]byte) error {
 		if err := store.Load(); err != nil {
 			return err
 		}
 		m.file.Store(store.List())
+		reporter.report(store.Skipped())
 		sweepDenied()
-		m.logger.Info("deny_file reloaded", zap.String("file", path), zap.Int("entries", len(store.List().Entries())))
+		m.logger.Info("deny_file reloaded", zap.String("file", path), zap.Int("entries", len(store.List().Entries())), zap.Int("skipped_lines", len(store.Skipped())))
 		return nil
 	}}
 	w.Check()

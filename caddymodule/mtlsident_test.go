@@ -121,7 +121,7 @@ func TestMTLSIdentRefuses(t *testing.T) {
 	if err := os.WriteFile(denyFile, []byte("# refused\nCN=from-file\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	m := provisioned(t, &MTLSIdent{Require: true, Deny: []string{"cn = INLINE, o = nuts"}, DenyFile: denyFile})
+	m := provisioned(t, &MTLSIdent{Require: true, Deny: []string{"cn = INLINE , o=nuts"}, DenyFile: denyFile})
 	twoCN, err := x509.ParseCertificate(clientCert(t, pkix.Name{ExtraNames: []pkix.AttributeTypeAndValue{{Type: []int{2, 5, 4, 3}, Value: "a"}, {Type: []int{2, 5, 4, 3}, Value: "b"}}}).Raw)
 	if err != nil {
 		t.Fatal(err)

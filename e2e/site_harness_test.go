@@ -293,7 +293,13 @@ func sample(name string, labels ...string) metricSample {
 // starts with prefix.
 func (g *siteGateway) scrapeMetrics(t *testing.T, prefix string) map[metricSample]float64 {
 	t.Helper()
-	resp, err := httpClient.Get("http://" + g.addr(g.Admin) + "/metrics")
+	return scrapeMetricsAt(t, g.addr(g.Admin), prefix)
+}
+
+// scrapeMetricsAt is scrapeMetrics of the admin endpoint at addr.
+func scrapeMetricsAt(t *testing.T, addr, prefix string) map[metricSample]float64 {
+	t.Helper()
+	resp, err := httpClient.Get("http://" + addr + "/metrics")
 	if err != nil {
 		t.Fatalf("GET /metrics: %v", err)
 	}

@@ -14,7 +14,9 @@ import (
 // Entry is one deny-list entry: a subject DN, or "sha256:" and a
 // certificate fingerprint.
 type Entry struct {
-	// Text is the entry as the operator wrote it, white space trimmed.
+	// Text is the entry as the operator wrote it, white space trimmed and
+	// control characters escaped (RFC 4514 hex pairs, "\0A" for a line
+	// feed), so that it is always one line.
 	Text string
 	key  string // normalised subject, or "sha256:" + lower-case hex
 }
@@ -22,27 +24,50 @@ type Entry struct {
 const fingerprintPrefix = "sha256:"
 
 // ParseEntry reads a deny-list entry. A subject DN is written in RFC 2253
-// order (as `openssl x509 -noout -subject -nameopt RFC2253` prints it) and
+// order, as `openssl x509 -noout -subject -nameopt RFC2253` prints it (a
+// leading "subject=" is dropped), attribute types by name or OID, and
 // matched without regard to letter case or white space around separators.
-// A fingerprint is "sha256:" and 64 hex digits, in either case, colons
-// allowed (as `openssl x509 -noout -fingerprint -sha256` prints them).
+// OpenSSL's default form ("C = NL, O = Org, CN = x": X.500 order, spaces
+// around '=') is refused, naming its RFC 2253 spelling, since read as RFC
+// 2253 it would name another subject. Control characters may be written
+// raw or escaped; they are kept escaped. A fingerprint is "sha256:" and 64
+// hex digits, in either case, colons allowed (as `openssl x509 -noout
+// -fingerprint -sha256` prints them).
 func ParseEntry(s string) (Entry, error) {
 	s = trimEntry(s)
+	if rest, ok := cutPrefixFold(s, "subject="); ok {
+		s = trimEntry(rest)
+	}
+	s = escapeControls(s)
 	if s == "" {
 		return Entry{}, errors.New("empty entry")
 	}
-	if len(s) >= len(fingerprintPrefix) && strings.EqualFold(s[:len(fingerprintPrefix)], fingerprintPrefix) {
-		digits := strings.ToLower(strings.ReplaceAll(s[len(fingerprintPrefix):], ":", ""))
+	if rest, ok := cutPrefixFold(s, fingerprintPrefix); ok {
+		digits := strings.ToLower(strings.ReplaceAll(rest, ":", ""))
 		if b, err := hex.DecodeString(digits); err != nil || len(b) != 32 {
 			return Entry{}, fmt.Errorf("%q: a fingerprint is sha256: and 64 hex digits", s)
 		}
 		return Entry{Text: s, key: fingerprintPrefix + digits}, nil
 	}
-	key, err := normalizeDN(s)
+	if s[0] == '/' {
+		return Entry{}, fmt.Errorf("%q is OpenSSL's old /-separated form; write the DN as `openssl x509 -noout -subject -nameopt RFC2253` prints it", s)
+	}
+	dn, err := parseDN(s)
 	if err != nil {
 		return Entry{}, fmt.Errorf("%q is not a subject DN: %v", s, err)
 	}
-	return Entry{Text: s, key: key}, nil
+	if dn.spaced > 1 {
+		return Entry{}, fmt.Errorf("%q has spaces around '=' as OpenSSL's default -subject form writes a DN, in reverse order (%s first); write it as -nameopt RFC2253 prints it: %s (or, if it is in RFC 2253 order already, without the spaces around '=')", s, dn.rdns[0][0].typ, dn.rfc2253())
+	}
+	return Entry{Text: s, key: dn.key}, nil
+}
+
+// cutPrefixFold is strings.CutPrefix without regard to letter case.
+func cutPrefixFold(s, prefix string) (string, bool) {
+	if len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix) {
+		return s[len(prefix):], true
+	}
+	return s, false
 }
 
 // trimEntry removes the white space around an entry, but not a trailing
@@ -121,10 +146,12 @@ func (d *DenyList) Without(e Entry) (*DenyList, bool) {
 
 // ParseDenyFile reads a deny file: one entry a line; blank lines and lines
 // whose first non-blank character is '#' are skipped. (A '#' later on a line
-// belongs to the entry: DN values may hold one.) An entry that does not
-// parse fails the file, naming its line.
-func ParseDenyFile(data []byte) (*DenyList, error) {
+// belongs to the entry: DN values may hold one.) A line that does not parse
+// is skipped too, and returned, so that one bad line in a file edited by
+// hand neither drops the others nor stops the gateway.
+func ParseDenyFile(data []byte) (*DenyList, []SkippedLine) {
 	var entries []Entry
+	var skipped []SkippedLine
 	for n, line := range bytes.Split(data, []byte("\n")) {
 		text := trimEntry(string(line))
 		if text == "" || text[0] == '#' {
@@ -132,32 +159,45 @@ func ParseDenyFile(data []byte) (*DenyList, error) {
 		}
 		e, err := ParseEntry(text)
 		if err != nil {
-			return nil, &LineError{Line: n + 1, Err: err}
+			skipped = append(skipped, SkippedLine{Line: n + 1, Text: string(line), Err: err})
+			continue
 		}
 		entries = append(entries, e)
 	}
-	return NewDenyList(entries), nil
+	return NewDenyList(entries), skipped
 }
 
-// LineError is an entry of a deny file that does not parse.
-type LineError struct {
-	Line int
+// SkippedLine is a line of a deny file that does not parse.
+type SkippedLine struct {
+	Line int    // from 1
+	Text string // the line as it is in the file
 	Err  error
 }
 
-func (e *LineError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, e.Err) }
+func (l SkippedLine) Error() string { return fmt.Sprintf("line %d: %v", l.Line, l.Err) }
 
-func (e *LineError) Unwrap() error { return e.Err }
+// skippedHeader introduces, in a file FormatDenyFile writes, the lines that
+// did not parse.
+const skippedHeader = "# The lines below do not parse and are skipped; they are kept as they were written. Fix or remove them."
 
 // FormatDenyFile renders a list as a deny file that ParseDenyFile reads
-// back to the same list.
-func FormatDenyFile(d *DenyList) []byte {
+// back to the same list: one entry a line. The skipped lines of the file
+// it was read from follow as they were, so that nothing written by hand is
+// lost; they are skipped again when it is read.
+func FormatDenyFile(d *DenyList, skipped []SkippedLine) []byte {
 	var b bytes.Buffer
 	b.WriteString("# nutsgate deny list: one subject DN or sha256:<fingerprint> a line.\n")
 	b.WriteString("# Written by the admin API (nutsgate deny add|remove); edits by hand are read too.\n")
 	for _, e := range d.Entries() {
 		b.WriteString(e.Text)
 		b.WriteByte('\n')
+	}
+	if len(skipped) > 0 {
+		b.WriteString(skippedHeader + "\n")
+		for _, l := range skipped {
+			b.WriteString(l.Text)
+			b.WriteByte('\n')
+		}
 	}
 	return b.Bytes()
 }

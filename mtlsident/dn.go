@@ -2,36 +2,17 @@ package mtlsident
 
 import (
 	"encoding/asn1"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
-
-// attributeOIDs maps the attribute type names a DN may use, upper case, to
-// their OIDs, so that "CN", "cn" and "2.5.4.3" compare equal.
-var attributeOIDs = map[string]string{
-	"CN":                     "2.5.4.3",
-	"SN":                     "2.5.4.4",
-	"SERIALNUMBER":           "2.5.4.5",
-	"C":                      "2.5.4.6",
-	"L":                      "2.5.4.7",
-	"ST":                     "2.5.4.8",
-	"STREET":                 "2.5.4.9",
-	"O":                      "2.5.4.10",
-	"OU":                     "2.5.4.11",
-	"TITLE":                  "2.5.4.12",
-	"POSTALCODE":             "2.5.4.17",
-	"GIVENNAME":              "2.5.4.42",
-	"ORGANIZATIONIDENTIFIER": "2.5.4.97",
-	"UID":                    "0.9.2342.19200300.100.1.1",
-	"DC":                     "0.9.2342.19200300.100.1.25",
-	"EMAILADDRESS":           "1.2.840.113549.1.9.1",
-	"E":                      "1.2.840.113549.1.9.1",
-}
 
 // maxDNLength bounds the DN strings this package parses.
 const maxDNLength = 8192
@@ -42,64 +23,175 @@ const maxDNLength = 8192
 // around separators ignored, the attributes of a multi-valued RDN in any
 // order, and the RDNs in the order written.
 func normalizeDN(s string) (string, error) {
+	dn, err := parseDN(s)
+	return dn.key, err
+}
+
+// parsedDN is a DN string read by parseDN.
+type parsedDN struct {
+	key    string         // as normalizeDN returns it
+	rdns   [][]writtenATV // the attributes as written
+	spaced int            // RDNs with white space around an '=', as OpenSSL's default form writes them
+}
+
+// writtenATV is an attribute as written: its type's name and its value, unescaped.
+type writtenATV struct{ typ, value string }
+
+func parseDN(s string) (parsedDN, error) {
 	if len(s) > maxDNLength {
-		return "", fmt.Errorf("longer than %d bytes", maxDNLength)
+		return parsedDN{}, fmt.Errorf("longer than %d bytes", maxDNLength)
 	}
 	if !utf8.ValidString(s) {
-		return "", errors.New("not valid UTF-8")
+		return parsedDN{}, errors.New("not valid UTF-8")
 	}
 	p := dnParser{s: s}
-	var rdns []string
+	var keys []string
 	for {
-		rdn, err := p.rdn()
+		key, err := p.rdn()
 		if err != nil {
-			return "", err
+			return parsedDN{}, err
 		}
-		rdns = append(rdns, rdn)
+		keys = append(keys, key)
 		if p.eof() {
-			return strings.Join(rdns, ","), nil
+			return parsedDN{key: strings.Join(keys, ","), rdns: p.rdns, spaced: p.spaced}, nil
 		}
 		p.i++ // the ',' (or ';') after the RDN
 	}
 }
 
+// rfc2253 writes the DN as `openssl x509 -nameopt RFC2253` would if the
+// DN string were OpenSSL's default form: the attributes in reverse order
+// and escaped as RFC 4514 says.
+func (dn parsedDN) rfc2253() string {
+	var b strings.Builder
+	for i := len(dn.rdns) - 1; i >= 0; i-- {
+		if i < len(dn.rdns)-1 {
+			b.WriteByte(',')
+		}
+		rdn := dn.rdns[i]
+		for j := len(rdn) - 1; j >= 0; j-- {
+			if j < len(rdn)-1 {
+				b.WriteByte('+')
+			}
+			b.WriteString(rdn[j].typ)
+			b.WriteByte('=')
+			b.WriteString(escapeValue(rdn[j].value))
+		}
+	}
+	return b.String()
+}
+
+// escapeValue escapes an attribute value as RFC 4514 says, and control
+// characters as hex pairs.
+func escapeValue(v string) string {
+	var b strings.Builder
+	for i, r := range v {
+		switch {
+		case strings.ContainsRune(`,+"\<>;`, r),
+			r == ' ' && (i == 0 || i == len(v)-1),
+			r == '#' && i == 0:
+			b.WriteByte('\\')
+			b.WriteRune(r)
+		case unicode.IsControl(r):
+			writeHexEscape(&b, r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// writeHexEscape writes r as RFC 4514 hex pairs, one a byte of its UTF-8.
+func writeHexEscape(b *strings.Builder, r rune) {
+	var buf [utf8.UTFMax]byte
+	for _, c := range buf[:utf8.EncodeRune(buf[:], r)] {
+		fmt.Fprintf(b, `\%02X`, c)
+	}
+}
+
+// escapeControls replaces every control character of a DN string by its
+// RFC 4514 hex escape, so that the string is one line and reads as the same
+// DN. A control character a backslash escapes is replaced with that
+// backslash. Bytes that are not UTF-8 are kept.
+func escapeControls(s string) string {
+	if !strings.ContainsFunc(s, unicode.IsControl) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); {
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == '\\' && i+1 < len(s) {
+			next, nsize := utf8.DecodeRuneInString(s[i+1:])
+			if unicode.IsControl(next) {
+				writeHexEscape(&b, next)
+			} else {
+				b.WriteString(s[i : i+1+nsize])
+			}
+			i += 1 + nsize
+			continue
+		}
+		if unicode.IsControl(r) {
+			writeHexEscape(&b, r)
+		} else {
+			b.WriteString(s[i : i+size])
+		}
+		i += size
+	}
+	return b.String()
+}
+
 type dnParser struct {
-	s string
-	i int
+	s      string
+	i      int
+	rdns   [][]writtenATV
+	spaced int
 }
 
 func (p *dnParser) eof() bool { return p.i >= len(p.s) }
 
-func (p *dnParser) skipSpace() {
+// skipSpace skips spaces and reports whether there were any.
+func (p *dnParser) skipSpace() bool {
+	start := p.i
 	for !p.eof() && p.s[p.i] == ' ' {
 		p.i++
 	}
+	return p.i > start
 }
 
 // rdn reads attributes up to the end of an RDN and returns them normalised.
 func (p *dnParser) rdn() (string, error) {
-	var atvs []string
+	var keys []string
+	var written []writtenATV
+	spaced := false
 	for {
-		t, err := p.attributeType()
+		name, t, sp, err := p.attributeType()
 		if err != nil {
 			return "", err
 		}
+		sp = p.skipSpace() || sp
 		v, err := p.value()
 		if err != nil {
-			return "", fmt.Errorf("value of %s: %v", t, err)
+			return "", fmt.Errorf("value of %s: %v", name, err)
 		}
-		atvs = append(atvs, t+"="+strconv.Quote(v))
+		spaced = spaced || sp
+		written = append(written, writtenATV{name, v})
+		keys = append(keys, t+"="+strconv.Quote(strings.ToLower(v)))
 		if p.eof() || p.s[p.i] != '+' {
 			break
 		}
 		p.i++
 	}
-	slices.Sort(atvs)
-	return strings.Join(atvs, "+"), nil
+	p.rdns = append(p.rdns, written)
+	if spaced {
+		p.spaced++
+	}
+	slices.Sort(keys)
+	return strings.Join(keys, "+"), nil
 }
 
-// attributeType reads a type and its '=' and returns the type's OID.
-func (p *dnParser) attributeType() (string, error) {
+// attributeType reads a type and its '=' and returns the type as written,
+// its OID, and whether white space came before the '='.
+func (p *dnParser) attributeType() (name, oid string, spaced bool, err error) {
 	p.skipSpace()
 	start := p.i
 	for !p.eof() && p.s[p.i] != '=' {
@@ -109,23 +201,23 @@ func (p *dnParser) attributeType() (string, error) {
 		}
 		p.i++
 	}
-	name := p.s[start:p.i]
-	p.skipSpace()
+	name = p.s[start:p.i]
+	spaced = p.skipSpace()
 	if p.eof() || p.s[p.i] != '=' {
-		return "", fmt.Errorf("expected '=' after attribute type at byte %d", p.i)
+		return "", "", false, fmt.Errorf("expected '=' after attribute type at byte %d", p.i)
 	}
 	p.i++
 	if name == "" {
-		return "", fmt.Errorf("empty attribute type at byte %d", start)
+		return "", "", false, fmt.Errorf("empty attribute type at byte %d", start)
 	}
-	if oid, ok := attributeOIDs[strings.ToUpper(name)]; ok {
-		return oid, nil
+	if number, ok := strings.CutPrefix(strings.ToUpper(name), "OID."); ok && isOID(number) {
+		return name, number, spaced, nil
 	}
-	name = strings.TrimPrefix(strings.TrimPrefix(name, "OID."), "oid.")
-	if !isOID(name) {
-		return "", fmt.Errorf("unknown attribute type %q", name)
+	if isOID(name) {
+		return name, name, spaced, nil
 	}
-	return name, nil
+	oid, err = lookupAttribute(name)
+	return name, oid, spaced, err
 }
 
 func isOID(s string) bool {
@@ -139,11 +231,10 @@ func isOID(s string) bool {
 }
 
 // value reads an attribute value up to an unescaped ',', ';' or '+', and
-// returns it unescaped and in lower case. A '#' hex value holding a BER
-// string is read as that string, so "1.2.840.113549.1.9.1=#1603612e62" and
-// "emailAddress=a.b" compare equal.
+// returns it unescaped. A '#' hex value holding a BER string is read as
+// that string, so "1.2.840.113549.1.9.1=#1603612e62" and "emailAddress=a.b"
+// compare equal.
 func (p *dnParser) value() (string, error) {
-	p.skipSpace()
 	if !p.eof() && p.s[p.i] == '#' {
 		return p.hexValue()
 	}
@@ -162,9 +253,9 @@ func (p *dnParser) value() (string, error) {
 			if !p.eof() && strings.IndexByte(",;+", p.s[p.i]) < 0 {
 				return "", fmt.Errorf("unexpected %q after quoted value", p.s[p.i])
 			}
-			return lowerUTF8(b)
+			return validUTF8(b)
 		case !quoted && strings.IndexByte(",;+", c) >= 0:
-			return lowerUTF8(b[:keep])
+			return validUTF8(b[:keep])
 		case c == '\\':
 			if p.i+1 >= len(p.s) {
 				return "", errors.New("escape at the end")
@@ -188,18 +279,19 @@ func (p *dnParser) value() (string, error) {
 	if quoted {
 		return "", errors.New("unterminated quoted value")
 	}
-	return lowerUTF8(b[:keep])
+	return validUTF8(b[:keep])
 }
 
-// lowerUTF8 returns b in lower case, if it is valid UTF-8.
-func lowerUTF8(b []byte) (string, error) {
+// validUTF8 returns b as a string, if it is valid UTF-8.
+func validUTF8(b []byte) (string, error) {
 	if !utf8.Valid(b) {
 		return "", errors.New("escapes do not form valid UTF-8")
 	}
-	return strings.ToLower(string(b)), nil
+	return string(b), nil
 }
 
-// hexValue reads a '#' hex-encoded BER value.
+// hexValue reads a '#' hex-encoded BER value: a string, if it holds one of
+// the ASN.1 string types, else "#" and the hex digits.
 func (p *dnParser) hexValue() (string, error) {
 	p.i++ // '#'
 	start := p.i
@@ -213,16 +305,58 @@ func (p *dnParser) hexValue() (string, error) {
 		return "", errors.New("bad hex value")
 	}
 	var v asn1.RawValue
-	if rest, err := asn1.Unmarshal(raw, &v); err == nil && len(rest) == 0 && v.Class == asn1.ClassUniversal && isStringTag(v.Tag) && utf8.Valid(v.Bytes) {
-		return strings.ToLower(string(v.Bytes)), nil
+	if rest, err := asn1.Unmarshal(raw, &v); err == nil && len(rest) == 0 {
+		if s, ok := decodeString(v); ok {
+			return s, nil
+		}
 	}
 	return "#" + strings.ToLower(digits), nil
 }
 
-func isStringTag(tag int) bool {
-	switch tag {
-	case asn1.TagUTF8String, asn1.TagPrintableString, asn1.TagIA5String, asn1.TagT61String, asn1.TagNumericString:
-		return true
+// tagUniversalString is the ASN.1 string type encoding/asn1 does not name.
+const tagUniversalString = 28
+
+// decodeString returns the text of an ASN.1 string value, as OpenSSL reads
+// it: UTF8String, PrintableString, IA5String and NumericString as they are, T61String as Latin-1, BMPString as UTF-16 and
+// UniversalString as UTF-32 (big-endian). It reports false for other types
+// and for content not valid in its type's encoding.
+func decodeString(v asn1.RawValue) (string, bool) {
+	if v.Class != asn1.ClassUniversal || v.IsCompound {
+		return "", false
 	}
-	return false
+	b := v.Bytes
+	switch v.Tag {
+	case asn1.TagUTF8String, asn1.TagPrintableString, asn1.TagIA5String, asn1.TagNumericString:
+		return string(b), utf8.Valid(b)
+	case asn1.TagT61String:
+		r := make([]rune, len(b))
+		for i, c := range b {
+			r[i] = rune(c)
+		}
+		return string(r), true
+	case asn1.TagBMPString:
+		if len(b)%2 != 0 {
+			return "", false
+		}
+		u := make([]uint16, len(b)/2)
+		for i := range u {
+			u[i] = binary.BigEndian.Uint16(b[2*i:])
+		}
+		r := utf16.Decode(u)
+		return string(r), !slices.Contains(r, utf8.RuneError)
+	case tagUniversalString:
+		if len(b)%4 != 0 {
+			return "", false
+		}
+		var s strings.Builder
+		for i := 0; i < len(b); i += 4 {
+			r := rune(binary.BigEndian.Uint32(b[i:]))
+			if !utf8.ValidRune(r) {
+				return "", false
+			}
+			s.WriteRune(r)
+		}
+		return s.String(), true
+	}
+	return "", false
 }

@@ -21,13 +21,15 @@ var oidCommonName = asn1.ObjectIdentifier{2, 5, 4, 3}
 // Identity is who a client is, by its verified leaf certificate.
 type Identity struct {
 	// Subject is the certificate's subject DN as an RFC 2253 string, rendered
-	// from the full raw subject: every RDN, in order.
+	// from the full raw subject: every RDN, in order. Control characters are
+	// escaped as RFC 4514 hex pairs ("\0A" for a line feed), so it is one
+	// line, in logs and placeholders alike, and a deny entry as it is.
 	Subject string
 	// CN is the subject's common name, empty if it has none.
 	CN string
 	// Fingerprint is the SHA-256 of the certificate's DER, lower-case hex.
 	Fingerprint string
-	// Issuer is the issuer DN as an RFC 2253 string.
+	// Issuer is the issuer DN as an RFC 2253 string, escaped as Subject.
 	Issuer string
 
 	subjectKey     string // normalised Subject, for deny-list matching
@@ -115,10 +117,10 @@ func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, e
 		return Identity{}, ErrAmbiguous
 	}
 	id := Identity{
-		Subject:     subject.String(),
+		Subject:     escapeControls(subject.String()),
 		CN:          cn,
 		Fingerprint: hex.EncodeToString(sum[:]),
-		Issuer:      issuer.String(),
+		Issuer:      escapeControls(issuer.String()),
 	}
 	key, err := normalizeDN(trimEntry(id.Subject)) // as ParseEntry reads it
 	if err != nil {
@@ -131,8 +133,12 @@ func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, e
 
 // parseName decodes a raw DER Name into its RDN sequence. Unlike
 // x509.Certificate.Subject it keeps every attribute, repeated CNs included.
+// A value of a string type is decoded as OpenSSL reads it (decodeString), so
+// that what openssl prints of a certificate is a deny entry for it; a value
+// of another type is what encoding/asn1 makes of it, or, if nothing, "#" and
+// the hex of its DER, so that no two values read the same.
 func parseName(raw []byte) (pkix.RDNSequence, error) {
-	var rdns pkix.RDNSequence
+	var rdns []rawRDNSET
 	rest, err := asn1.Unmarshal(raw, &rdns)
 	if err != nil {
 		return nil, err
@@ -140,5 +146,29 @@ func parseName(raw []byte) (pkix.RDNSequence, error) {
 	if len(rest) > 0 {
 		return nil, errors.New("trailing data after the name")
 	}
-	return rdns, nil
+	name := make(pkix.RDNSequence, len(rdns))
+	for i, rdn := range rdns {
+		name[i] = make(pkix.RelativeDistinguishedNameSET, len(rdn))
+		for j, a := range rdn {
+			name[i][j] = pkix.AttributeTypeAndValue{Type: a.Type, Value: attributeValue(a.Value)}
+		}
+	}
+	return name, nil
+}
+
+// rawRDNSET is an RDN whose values are left encoded.
+type rawRDNSET []struct {
+	Type  asn1.ObjectIdentifier
+	Value asn1.RawValue
+}
+
+func attributeValue(v asn1.RawValue) any {
+	if s, ok := decodeString(v); ok {
+		return s
+	}
+	var decoded any
+	if rest, err := asn1.Unmarshal(v.FullBytes, &decoded); err == nil && len(rest) == 0 && decoded != nil {
+		return decoded
+	}
+	return "#" + hex.EncodeToString(v.FullBytes)
 }

@@ -9,6 +9,7 @@ import (
 	"encoding/asn1"
 	"encoding/hex"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net/http"
 	"net/url"
@@ -29,6 +30,16 @@ var (
 // certWith returns a self-signed certificate whose subject is rdns, exactly.
 func certWith(t testing.TB, rdns pkix.RDNSequence) *x509.Certificate {
 	t.Helper()
+	cert, err := x509.ParseCertificate(certDER(t, rdns))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// certDER is certWith's certificate, unparsed.
+func certDER(t testing.TB, rdns pkix.RDNSequence) []byte {
+	t.Helper()
 	raw, err := asn1.Marshal(rdns)
 	if err != nil {
 		t.Fatal(err)
@@ -44,11 +55,7 @@ func certWith(t testing.TB, rdns pkix.RDNSequence) *x509.Certificate {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert
+	return der
 }
 
 func atv(oid asn1.ObjectIdentifier, v string) pkix.AttributeTypeAndValue {
@@ -152,7 +159,9 @@ func TestDenyList(t *testing.T) {
 	}
 	for _, text := range []string{
 		"CN=node-a,O=Nuts,C=NL",
-		"cn = NODE-A, o = nuts, c = nl",
+		"cn=NODE-A, o=nuts, c=nl",
+		"cn = NODE-A, o=nuts , c=nl",
+		"subject=CN=node-a,O=Nuts,C=NL",
 		"sha256:" + hex.EncodeToString(sum[:]),
 		"SHA256:" + colons,
 	} {
@@ -161,14 +170,14 @@ func TestDenyList(t *testing.T) {
 			t.Fatalf("%q: %v", text, err)
 		}
 		d := NewDenyList([]Entry{e})
-		if got, ok := d.Denies(id); !ok || got.Text != text {
+		if got, ok := d.Denies(id); !ok || got.Text != strings.TrimPrefix(text, "subject=") {
 			t.Errorf("%q does not deny %s", text, id.Subject)
 		}
 		if _, ok := d.Denies(otherID); ok {
 			t.Errorf("%q denies %s too", text, otherID.Subject)
 		}
 	}
-	for _, bad := range []string{"", "  ", "sha256:abc", "sha256:" + strings.Repeat("g", 64), "node-a"} {
+	for _, bad := range []string{"", "  ", "sha256:abc", "sha256:" + strings.Repeat("g", 64), "node-a", "subject=", "cn = NODE-A, o = nuts, c = nl", "/CN=node-a/O=Nuts/C=NL"} {
 		if _, err := ParseEntry(bad); err == nil || strings.Contains(err.Error(), "\n") {
 			t.Errorf("%q: %v, want a one-line error", bad, err)
 		}
@@ -189,19 +198,99 @@ func TestDenyList(t *testing.T) {
 }
 
 func TestDenyFile(t *testing.T) {
-	list, err := ParseDenyFile([]byte("# blocked nodes\n\nCN=node-a,O=Nuts\n  # indented comment\nsha256:" + strings.Repeat("ab", 32) + "\nCN=node-a, O=Nuts\n"))
-	if err != nil {
-		t.Fatal(err)
+	list, skipped := ParseDenyFile([]byte("# blocked nodes\n\nCN=node-a,O=Nuts\n  # indented comment\nsha256:" + strings.Repeat("ab", 32) + "\nCN=node-a, O=Nuts\n"))
+	if len(skipped) != 0 {
+		t.Fatal(skipped)
 	}
 	if n := len(list.Entries()); n != 2 {
 		t.Fatalf("%d entries, want 2 (the third repeats the first)", n)
 	}
-	back, err := ParseDenyFile(FormatDenyFile(list))
-	if err != nil || len(back.Entries()) != 2 || back.Entries()[0].Text != "CN=node-a,O=Nuts" {
-		t.Fatalf("round trip: %v %v", back.Entries(), err)
+	back, skipped := ParseDenyFile(FormatDenyFile(list, nil))
+	if len(skipped) != 0 || len(back.Entries()) != 2 || back.Entries()[0].Text != "CN=node-a,O=Nuts" {
+		t.Fatalf("round trip: %v %v", back.Entries(), skipped)
 	}
-	if _, err := ParseDenyFile([]byte("CN=ok\n\nnot a dn\n")); err == nil || !strings.HasPrefix(err.Error(), "line 3: ") {
-		t.Fatalf("bad file: %v, want an error on line 3", err)
+}
+
+// TestDenyFileSkipsBadLines: a line that does not parse is skipped, with
+// its number, text and error, and the others are in force; writing the
+// list back keeps the skipped lines as they were, after the entries.
+func TestDenyFileSkipsBadLines(t *testing.T) {
+	data := "CN=ok\n\nnot a dn\r\n  GN=Jan,CN=x  \nC = NL, O = Org, CN = y\nsha256:abc\n"
+	list, skipped := ParseDenyFile([]byte(data))
+	if got := entryTexts(list); strings.Join(got, "|") != "CN=ok|GN=Jan,CN=x" {
+		t.Errorf("entries %q, want CN=ok and GN=Jan,CN=x", got)
+	}
+	want := []SkippedLine{{Line: 3, Text: "not a dn\r"}, {Line: 5, Text: "C = NL, O = Org, CN = y"}, {Line: 6, Text: "sha256:abc"}}
+	if len(skipped) != len(want) {
+		t.Fatalf("skipped %v, want lines 3, 5 and 6", skipped)
+	}
+	for i, l := range skipped {
+		if l.Line != want[i].Line || l.Text != want[i].Text || l.Err == nil || !strings.HasPrefix(l.Error(), fmt.Sprintf("line %d: ", l.Line)) || strings.Contains(l.Error(), "\n") {
+			t.Errorf("skipped line %d: %+v (%v), want %+v", i, l, l.Err, want[i])
+		}
+	}
+	formatted := FormatDenyFile(list, skipped)
+	back, skippedBack := ParseDenyFile(formatted)
+	if got := entryTexts(back); strings.Join(got, "|") != "CN=ok|GN=Jan,CN=x" {
+		t.Errorf("entries after a write %q", got)
+	}
+	if len(skippedBack) != len(want) {
+		t.Fatalf("after a write skipped %v, want the same lines", skippedBack)
+	}
+	for i, l := range skippedBack {
+		if l.Text != want[i].Text {
+			t.Errorf("after a write skipped %q, want %q", l.Text, want[i].Text)
+		}
+	}
+	if !strings.Contains(string(formatted), "\n# The lines below do not parse") {
+		t.Errorf("written file does not say why the lines follow:\n%s", formatted)
+	}
+}
+
+func entryTexts(d *DenyList) []string {
+	var texts []string
+	for _, e := range d.Entries() {
+		texts = append(texts, e.Text)
+	}
+	return texts
+}
+
+// TestControlCharacters: a subject holding control characters is one line,
+// escaped as openssl -nameopt RFC2253 escapes them; the entry that denies it,
+// raw or escaped, is kept escaped, so the deny file holds it on one line and
+// reading the file back denies that client and no other.
+func TestControlCharacters(t *testing.T) {
+	cert := certWith(t, pkix.RDNSequence{{atv(oidO, "Org")}, {atv(oidCommonName, "a\nb\tc\x7f")}})
+	short := certWith(t, pkix.RDNSequence{{atv(oidCommonName, "a")}}) // what a line break would leave
+	bOrg := certWith(t, pkix.RDNSequence{{atv(oidO, "Org")}, {atv(oidCommonName, "b")}})
+	id, err := FromCertificate(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `CN=a\0Ab\09c\7F,O=Org`; id.Subject != want {
+		t.Errorf("subject %q, want %q", id.Subject, want)
+	}
+	if got := openssl(t, cert, "RFC2253"); got != id.Subject {
+		t.Errorf("openssl prints %q, the identity is %q", got, id.Subject)
+	}
+	for _, text := range []string{id.Subject, "CN=a\nb\tc\x7f,O=Org", "CN=a\\\nb\tc\x7f,O=Org"} {
+		e, err := ParseEntry(text)
+		if err != nil {
+			t.Fatalf("%q: %v", text, err)
+		}
+		if e.Text != id.Subject {
+			t.Errorf("%q kept as %q, want %q", text, e.Text, id.Subject)
+		}
+		list, skipped := ParseDenyFile(FormatDenyFile(NewDenyList([]Entry{e}), nil))
+		if len(list.Entries()) != 1 || len(skipped) != 0 {
+			t.Fatalf("%q written and read back: %q, skipped %v", text, entryTexts(list), skipped)
+		}
+		for _, c := range []*x509.Certificate{cert, short, bOrg} {
+			cid, _ := FromCertificate(c)
+			if _, ok := list.Denies(cid); ok != (c == cert) {
+				t.Errorf("%q read back from the file: denies %q: %v", text, cid.Subject, ok)
+			}
+		}
 	}
 }
 

@@ -16,7 +16,8 @@ import (
 type Store struct {
 	path     string
 	list     atomic.Pointer[DenyList]
-	mu       sync.Mutex // serialises changes
+	mu       sync.Mutex    // serialises changes
+	skipped  []SkippedLine // the file's lines that do not parse; under mu
 	onChange func()
 }
 
@@ -35,10 +36,11 @@ func (s *Store) Path() string { return s.path }
 func (s *Store) List() *DenyList { return s.list.Load() }
 
 // Load reads the file and puts its list in force. A file that does not
-// exist is an empty list; one that does not parse is an error naming the
-// file and line, and leaves the list in force. The file is read under the
-// same lock as changes are written, so a load never puts back a list older
-// than a change it raced with.
+// exist is an empty list. Lines that do not parse are skipped (Skipped
+// returns them) and the others are in force; only a file that cannot be
+// read is an error, and leaves the list in force. The file is read under
+// the same lock as changes are written, so a load never puts back a list
+// older than a change it raced with.
 func (s *Store) Load() error {
 	if s.path == "" {
 		return nil
@@ -52,19 +54,20 @@ func (s *Store) Load() error {
 		s.mu.Unlock()
 		return fmt.Errorf("reading deny file: %v", err)
 	}
-	list, err := ParseDenyFile(data)
-	if err != nil {
-		s.mu.Unlock()
-		var le *LineError
-		if errors.As(err, &le) {
-			return fmt.Errorf("%s:%d: %v", s.path, le.Line, le.Err)
-		}
-		return err
-	}
+	list, skipped := ParseDenyFile(data)
 	s.list.Store(list)
+	s.skipped = skipped
 	s.mu.Unlock()
 	s.changed()
 	return nil
+}
+
+// Skipped returns the lines of the file that did not parse when it was
+// last read; a change through the store writes them back as they were.
+func (s *Store) Skipped() []SkippedLine {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.skipped
 }
 
 // ErrNoFile is returned by Add and Remove on a store with no file.
@@ -89,11 +92,13 @@ func (s *Store) change(edit func(*DenyList) (*DenyList, bool)) (bool, error) {
 	s.mu.Lock()
 	list, changed := edit(s.list.Load())
 	if changed {
-		if err := WriteFileAtomic(s.path, FormatDenyFile(list), 0o600); err != nil {
+		data := FormatDenyFile(list, s.skipped)
+		if err := WriteFileAtomic(s.path, data, 0o600); err != nil {
 			s.mu.Unlock()
 			return false, err
 		}
 		s.list.Store(list)
+		_, s.skipped = ParseDenyFile(data) // the same lines, numbered as now written
 	}
 	s.mu.Unlock()
 	if changed {

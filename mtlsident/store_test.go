@@ -39,12 +39,26 @@ func TestStore(t *testing.T) {
 	if changes != 2 {
 		t.Fatalf("%d change notifications, want 2", changes)
 	}
-	// a hand edit that does not parse keeps the list in force
+	// a hand edit with a line that does not parse: the others are in
+	// force, the line is skipped, and a change keeps it in the file
 	if err := os.WriteFile(path, []byte("CN=x\nnot a dn\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Load(); err == nil || !strings.HasPrefix(err.Error(), path+":2: ") {
-		t.Fatalf("bad reload: %v", err)
+	if err := s.Load(); err != nil || len(s.List().Entries()) != 1 || len(s.Skipped()) != 1 || s.Skipped()[0].Line != 2 {
+		t.Fatalf("reload with a bad line: %v, %v, skipped %v", err, s.List().Entries(), s.Skipped())
+	}
+	if added, err := s.Add(a); !added || err != nil {
+		t.Fatalf("add: %v %v", added, err)
+	}
+	data, err = os.ReadFile(path)
+	if err != nil || !strings.Contains(string(data), "\nCN=x\nCN=node-a,O=Nuts\n# The lines below") || !strings.HasSuffix(string(data), "\nnot a dn\n") {
+		t.Fatalf("file after add: %q %v", data, err)
+	}
+	if sk := s.Skipped(); len(sk) != 1 || sk[0].Text != "not a dn" {
+		t.Fatalf("skipped after add: %v", sk)
+	}
+	if _, err := s.Remove(a); err != nil {
+		t.Fatal(err)
 	}
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
