@@ -25,7 +25,8 @@ type Identity struct {
 	// escaped as RFC 4514 hex pairs ("\0A" for a line feed), so it is one
 	// line, in logs and placeholders alike, and a deny entry as it is.
 	Subject string
-	// CN is the subject's common name, empty if it has none.
+	// CN is the subject's common name, empty if it has none; control
+	// characters escaped as in Subject.
 	CN string
 	// Fingerprint is the SHA-256 of the certificate's DER, lower-case hex.
 	Fingerprint string
@@ -109,7 +110,7 @@ func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, e
 		for _, atv := range rdn {
 			if atv.Type.Equal(oidCommonName) {
 				cns++
-				cn = fmt.Sprint(atv.Value)
+				cn = escapeControls(fmt.Sprint(atv.Value))
 			}
 		}
 	}

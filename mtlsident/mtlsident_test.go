@@ -270,6 +270,9 @@ func TestControlCharacters(t *testing.T) {
 	if want := `CN=a\0Ab\09c\7F,O=Org`; id.Subject != want {
 		t.Errorf("subject %q, want %q", id.Subject, want)
 	}
+	if want := `a\0Ab\09c\7F`; id.CN != want {
+		t.Errorf("CN %q, want %q", id.CN, want)
+	}
 	if got := openssl(t, cert, "RFC2253"); got != id.Subject {
 		t.Errorf("openssl prints %q, the identity is %q", got, id.Subject)
 	}
