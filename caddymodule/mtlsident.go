@@ -32,6 +32,9 @@ func init() {
 // certificate from (its tls.certheader).
 const defaultForwardHeader = "X-SSL-CERT"
 
+// defaultMaxOpen is how many requests a client may have open at once.
+const defaultMaxOpen = 100
+
 // MTLSIdent identifies the client of a request by its verified TLS client
 // certificate, refuses denied clients, and forwards the certificate to the
 // node in the header the node reads when TLS is offloaded.
@@ -43,10 +46,18 @@ const defaultForwardHeader = "X-SSL-CERT"
 // mode verify_if_given or require_and_verify). A certificate whose subject
 // holds more than one CN is refused (403).
 //
+// A client holds at most max_open requests open at once (default 100),
+// gRPC streams included: counted by its subject (as deny entries match it)
+// over all its connections and every mtls_ident handler of the gateway, each
+// handler comparing the one count with its own max_open. With the transport
+// to the node bounding what it buffers per stream (the nuts_node transport),
+// this bounds the memory a client that never reads can pin.
+//
 // Refusals: no verified certificate while `require` is set, 401; a denied
-// client, 403. gRPC requests are refused the gRPC way instead: HTTP 200,
-// trailers-only, grpc-status 16 (UNAUTHENTICATED) or 7 (PERMISSION_DENIED).
-// A refused request never reaches the next handler.
+// client, 403; a client at max_open, 429 with `Retry-After: 1`. gRPC
+// requests are refused the gRPC way instead: HTTP 200, trailers-only,
+// grpc-status 16 (UNAUTHENTICATED), 7 (PERMISSION_DENIED) or 8
+// (RESOURCE_EXHAUSTED). A refused request never reaches the next handler.
 //
 // Deny entries are subject DNs, matched without regard to letter case or
 // white space around separators, in RFC 2253 order, or `sha256:<hex>`
@@ -84,8 +95,13 @@ type MTLSIdent struct {
 	// when it changes.
 	DenyFile string `json:"deny_file,omitempty"`
 
-	format mtlsident.Format
-	header string
+	// The most requests one client may have open at once; more are
+	// refused. Default: 100.
+	MaxOpen int `json:"max_open,omitempty"`
+
+	format  mtlsident.Format
+	header  string
+	maxOpen int
 	inline *mtlsident.DenyList
 	file   *atomic.Pointer[mtlsident.DenyList] // the deny_file's entries
 	logger *zap.Logger
@@ -113,6 +129,10 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		srv.RegisterConnContext(trackConn)
 	}
+	if m.MaxOpen < 0 {
+		return fmt.Errorf("max_open %d is not a positive whole number", m.MaxOpen)
+	}
+	m.maxOpen = cmp.Or(m.MaxOpen, defaultMaxOpen)
 	m.header = cmp.Or(m.ForwardHeader, defaultForwardHeader)
 	if strings.ContainsAny(m.header, " :\t\r\n") {
 		return fmt.Errorf("forward_header %q is not a header name", m.header)
@@ -204,7 +224,15 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if m.header != "off" {
 		r.Header.Set(m.header, id.Forward(m.format))
 	}
-	ctx, done := gateway.streams.Open(r.Context(), id, m.deniesID)
+	ctx, done, ok := gateway.streams.Open(r.Context(), id, m.maxOpen, m.deniesID)
+	if !ok {
+		m.audit("client refused", r, zap.String("reason", "too many open requests"), zap.String("subject", id.Subject), zap.Int("max_open", m.maxOpen))
+		mtlsRefusals.WithLabelValues("too_many_open").Inc()
+		if !isGRPC(r) {
+			w.Header().Set("Retry-After", "1")
+		}
+		return refuse(w, r, http.StatusTooManyRequests, grpcResourceExhausted, "too many open requests")
+	}
 	defer done()
 	// Cancelling the context alone does not end a stream whose client is idle:
 	// the proxy sits in a read of the request body. Closing the body ends it.
@@ -281,6 +309,7 @@ func refuse(w http.ResponseWriter, r *http.Request, status, grpcCode int, msg st
 //	    forward_format pem|der
 //	    deny <entry>
 //	    deny_file <file>
+//	    max_open <n>
 //	}
 //
 // A deny entry with spaces (a DN written with them) must be quoted.
@@ -316,6 +345,8 @@ func (m *MTLSIdent) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "deny_file":
 			err = setOnce(&m.DenyFile, args[0])
+		case "max_open":
+			err = setCount(&m.MaxOpen, args[0])
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}
