@@ -99,13 +99,14 @@ type MTLSIdent struct {
 	// refused. Default: 100.
 	MaxOpen int `json:"max_open,omitempty"`
 
-	format  mtlsident.Format
-	header  string
-	maxOpen int
+	format mtlsident.Format
+	header string
 	inline *mtlsident.DenyList
 	file   *atomic.Pointer[mtlsident.DenyList] // the deny_file's entries
 	logger *zap.Logger
 	stop   context.CancelFunc
+
+	maxOpen int // MaxOpen or its default
 }
 
 // CaddyModule returns the Caddy module information.
