@@ -207,6 +207,16 @@ func (p *unreadPeer) open(id uint32, authority string, msg []byte) error {
 // gives the gateway any window) and counts DATA and ended streams. It never sends WINDOW_UPDATE.
 func (p *unreadPeer) readLoop() {
 	dec := hpack.NewDecoder(4096, nil)
+	ended := make(map[uint32]bool) // a stream may end twice: trailers, then RST_STREAM
+	end := func(id uint32, exhausted bool) {
+		if !ended[id] {
+			ended[id] = true
+			p.ended.Add(1)
+			if exhausted {
+				p.exhausted.Add(1)
+			}
+		}
+	}
 	for {
 		f, err := p.fr.ReadFrame()
 		if err != nil {
@@ -235,15 +245,10 @@ func (p *unreadPeer) readLoop() {
 				break
 			}
 			if f.StreamEnded() {
-				p.ended.Add(1)
-				for _, hf := range fields {
-					if hf.Name == "grpc-status" && hf.Value == "8" {
-						p.exhausted.Add(1)
-					}
-				}
+				end(f.StreamID, slices.Contains(fields, hpack.HeaderField{Name: "grpc-status", Value: "8"}))
 			}
 		case *http2.RSTStreamFrame:
-			p.ended.Add(1)
+			end(f.StreamID, false)
 		}
 		if err != nil {
 			p.err.Store(&err)
