@@ -83,41 +83,44 @@ func (t *NodeTransport) Provision(ctx caddy.Context) error {
 }
 
 // UnmarshalCaddyfile sets up the transport from Caddyfile tokens: its own
-// subdirective, and every other one as the http transport reads it.
+// subdirective, and every other one as the http transport reads it (the
+// stream_buffer lines are taken out of the tokens, and the rest is handed to
+// the http transport as it is).
 func (t *NodeTransport) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume transport name
-	name := d.Token()
 	if d.NextArg() {
 		return d.ArgErr()
 	}
-	var rest []caddyfile.Token // the block without stream_buffer, for the http transport
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		if d.Val() != "stream_buffer" {
-			rest = append(rest, d.NextSegment()...)
+			d.RemainingArgs()
+			for inner := d.Nesting(); d.NextBlock(inner); { // its block, if any
+			}
 			continue
 		}
 		if t.StreamBuffer != 0 {
 			return d.Err("stream_buffer already specified")
 		}
-		if !d.NextArg() {
+		args := d.RemainingArgs()
+		if len(args) != 1 {
 			return d.ArgErr()
 		}
-		size, err := humanize.ParseBytes(d.Val())
+		size, err := humanize.ParseBytes(args[0])
 		if err != nil || size < minStreamBuffer || size > maxStreamBuffer {
-			return d.Errf("stream_buffer %q is not a size between 16KiB and 2GiB", d.Val())
+			return d.Errf("stream_buffer %q is not a size between 16KiB and 2GiB", args[0])
+		}
+		if last := d.Token(); d.Next() {
+			next := d.Token()
+			d.Prev()
+			if next.Text == "{" && next.File == last.File && next.Line == last.Line {
+				return d.Err("stream_buffer takes no block")
+			}
 		}
 		t.StreamBuffer = int(size)
-		if d.NextArg() {
-			return d.ArgErr()
-		}
+		d.DeleteN(1 + len(args))
 	}
-	tokens := []caddyfile.Token{name}
-	if len(rest) > 0 {
-		open := caddyfile.Token{File: name.File, Line: name.Line, Text: "{"}
-		end := caddyfile.Token{File: name.File, Line: rest[len(rest)-1].Line + 1, Text: "}"}
-		tokens = append(append(append(tokens, open), rest...), end)
-	}
-	return t.HTTPTransport.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+	d.Reset()
+	return t.HTTPTransport.UnmarshalCaddyfile(d)
 }
 
 // Interface guards

@@ -2,11 +2,15 @@ package caddymodule
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
 
 // The nuts_node transport reads its own stream_buffer and every subdirective of the http
@@ -52,6 +56,7 @@ func TestNodeTransportCaddyfile(t *testing.T) {
 		{":80 {\n reverse_proxy h2c://a:1 {\n transport nuts_node {\n read_timeout soon\n }\n }\n}", "Caddyfile:4"},
 		{":80 {\n reverse_proxy h2c://a:1 {\n transport nuts_node {\n bogus 1\n }\n }\n}", "unrecognized subdirective bogus"},
 		{":80 {\n reverse_proxy h2c://a:1 {\n transport nuts_node extra\n }\n}", "wrong argument count"},
+		{":80 {\n reverse_proxy h2c://a:1 {\n transport nuts_node {\n stream_buffer 1MiB {\n }\n }\n }\n}", "stream_buffer takes no block"},
 	} {
 		_, err := adapt(tc.body)
 		if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "Caddyfile:") {
@@ -81,4 +86,48 @@ func TestNodeTransportProvision(t *testing.T) {
 	if err := (&NodeTransport{StreamBuffer: 100}).Provision(caddy.Context{Context: context.Background()}); err == nil || !strings.Contains(err.Error(), "stream_buffer 100") {
 		t.Errorf("stream_buffer 100 (JSON): error %v", err)
 	}
+}
+
+// FuzzNodeTransportCaddyfile checks that the nuts_node transport reads any block without
+// stream_buffer exactly as the http transport does: the same error, or the same settings.
+func FuzzNodeTransportCaddyfile(f *testing.F) {
+	for _, seed := range []string{
+		"read_timeout 0\nwrite_timeout 0",
+		"stream_buffer 1MiB\nkeepalive off",
+		"tls {\n}\nversions h2c 2",
+		"dial_timeout 3s\nresolvers 1.1.1.1",
+		"tls_trust_pool file {\npem_file a.pem\n}\nmax_conns_per_host 3",
+		"a {\nb {\nc\n}\n}",
+		"read_buffer",
+	} {
+		f.Add(seed)
+	}
+	errLex := errors.New("not Caddyfile tokens")
+	parse := func(name, body string, u caddyfile.Unmarshaler) error {
+		tokens, err := caddyfile.Tokenize([]byte(name+" {\n"+body+"\n}"), "Caddyfile")
+		if err != nil {
+			return errLex
+		}
+		return u.UnmarshalCaddyfile(caddyfile.NewDispenser(tokens))
+	}
+	f.Fuzz(func(t *testing.T, body string) {
+		var ours NodeTransport
+		errOurs := parse("nuts_node", body, &ours)
+		if errOurs == errLex || strings.Contains(body, "stream_buffer") {
+			return
+		}
+		var theirs reverseproxy.HTTPTransport
+		errTheirs := parse("http", body, &theirs)
+		if (errOurs == nil) != (errTheirs == nil) {
+			t.Fatalf("nuts_node: %v; http: %v", errOurs, errTheirs)
+		}
+		if errOurs != nil {
+			return
+		}
+		a, errA := json.Marshal(ours.HTTPTransport)
+		b, errB := json.Marshal(theirs)
+		if errA != nil || errB != nil || string(a) != string(b) {
+			t.Fatalf("nuts_node read %s (%v), http read %s (%v)", a, errA, b, errB)
+		}
+	})
 }
