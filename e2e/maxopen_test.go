@@ -189,10 +189,19 @@ func (g *mtlsGateway) n2nGet(client *http.Client, path string) httpsResult {
 // RESOURCE_EXHAUSTED, /n2n requests with 429 and Retry-After: 1, and the node never sees them;
 // the count is one per client across the gateway's mtls_ident handlers (a client holding its
 // gRPC streams is refused on /n2n too); another client is unaffected; and once the requests end
-// the client is admitted again.
+// the client is admitted again. Every refusal is logged and counted in
+// nutsgate_mtls_refusals_total{reason="too_many_open"}.
 func TestMaxOpen(t *testing.T) {
 	t.Parallel()
 	g, up := startMaxOpenGateway(t)
+	t.Cleanup(func() { // after the subtests, before the gateway stops
+		metrics := (&siteGateway{siteSettings: siteSettings{Admin: g.Admin}}).scrapeMetrics(t, metricMTLS)
+		// Each subtest's refusals, and the gRPC client's /n2n request; the polls at their ends
+		// may add some.
+		if got := metrics[sample(metricMTLS, "reason", "too_many_open")]; got < 2*maxOpenExtra+1 {
+			t.Errorf("%s{reason=\"too_many_open\"} is %v, want at least %d", metricMTLS, got, 2*maxOpenExtra+1)
+		}
+	})
 
 	t.Run("gRPC streams on one connection", func(t *testing.T) {
 		t.Parallel()
