@@ -16,16 +16,23 @@ import (
 type Streams struct {
 	mu      sync.Mutex
 	open    map[*openStream]struct{}
-	clients map[string]int // open requests by client key
+	clients map[string]*openCount // by client key; entries at 0 are pruned now and then
+	pruneAt int                   // the size of clients at which the next new client prunes it
 }
+
+// openCount is how many requests one client has open.
+type openCount struct{ n int }
 
 type openStream struct {
 	id     Identity
-	key    string
+	count  *openCount // its client's
 	denied func(Identity) bool
 	cancel context.CancelFunc
 	ended  bool // done was called
 }
+
+// minPruneAt is the least size of Streams.clients at which it is pruned.
+const minPruneAt = 1024
 
 // clientKey is the key by which Streams counts a client's requests.
 func clientKey(id Identity) string {
@@ -43,22 +50,45 @@ func clientKey(id Identity) string {
 // request is cancelled by Sweep once denied(id) holds.
 func (s *Streams) Open(ctx context.Context, id Identity, max int, denied func(Identity) bool) (_ context.Context, done func(), ok bool) {
 	ctx, cancel := context.WithCancel(ctx)
-	st := &openStream{id: id, key: clientKey(id), denied: denied, cancel: cancel}
+	st := &openStream{id: id, denied: denied, cancel: cancel}
+	key := clientKey(id)
 	s.mu.Lock()
-	if s.open == nil {
-		s.open = make(map[*openStream]struct{})
-		s.clients = make(map[string]int)
+	c := s.clients[key]
+	if c == nil {
+		c = s.newCount(key)
 	}
-	n := s.clients[st.key]
-	if max > 0 && n >= max {
+	if max > 0 && c.n >= max {
 		s.mu.Unlock()
 		cancel()
 		return nil, nil, false
 	}
-	s.clients[st.key] = n + 1
+	c.n++
+	st.count = c
 	s.open[st] = struct{}{}
 	s.mu.Unlock()
 	return ctx, func() { s.end(st) }, true
+}
+
+// newCount adds the count of a client not in s.clients, first dropping the
+// counts at zero if the map has grown to pruneAt: the map holds the clients
+// with requests open and at most as many others again, or minPruneAt.
+// s.mu must be held.
+func (s *Streams) newCount(key string) *openCount {
+	if s.clients == nil {
+		s.open = make(map[*openStream]struct{})
+		s.clients = make(map[string]*openCount)
+	}
+	if len(s.clients) >= s.pruneAt {
+		for k, c := range s.clients {
+			if c.n == 0 {
+				delete(s.clients, k)
+			}
+		}
+		s.pruneAt = max(2*len(s.clients), minPruneAt)
+	}
+	c := new(openCount)
+	s.clients[key] = c
+	return c
 }
 
 // end forgets a request: the first call for st only.
@@ -67,11 +97,7 @@ func (s *Streams) end(st *openStream) {
 	if !st.ended {
 		st.ended = true
 		delete(s.open, st)
-		if n := s.clients[st.key] - 1; n > 0 {
-			s.clients[st.key] = n
-		} else {
-			delete(s.clients, st.key)
-		}
+		st.count.n--
 	}
 	s.mu.Unlock()
 	st.cancel()
@@ -82,7 +108,10 @@ func (s *Streams) end(st *openStream) {
 func (s *Streams) OpenOf(id Identity) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.clients[clientKey(id)]
+	if c := s.clients[clientKey(id)]; c != nil {
+		return c.n
+	}
+	return 0
 }
 
 // Sweep cancels every open request whose client is now denied, and returns

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509/pkix"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -204,4 +205,27 @@ func BenchmarkStreamsOpen(b *testing.B) {
 			done()
 		}
 	})
+}
+
+// The counts of clients with nothing open are dropped now and then: the registry does not grow
+// with the clients a long-running gateway has seen.
+func TestStreamsForgetsClients(t *testing.T) {
+	var s Streams
+	never := func(Identity) bool { return false }
+	held := Identity{subjectKey: "cn=held"}
+	_, doneHeld, _ := s.Open(context.Background(), held, 5, never)
+	for i := range 3 * minPruneAt {
+		_, done, ok := s.Open(context.Background(), Identity{subjectKey: "cn=" + strconv.Itoa(i)}, 1, never)
+		if !ok {
+			t.Fatalf("client %d refused", i)
+		}
+		done()
+	}
+	if n := len(s.clients); n > minPruneAt {
+		t.Fatalf("%d client counts kept, want at most %d", n, minPruneAt)
+	}
+	if n := s.OpenOf(held); n != 1 {
+		t.Fatalf("the client with a request open counts %d, want 1", n)
+	}
+	doneHeld()
 }
