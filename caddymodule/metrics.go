@@ -27,7 +27,7 @@ var (
 	mtlsRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "nutsgate",
 		Name:      "mtls_refusals_total",
-		Help:      "Requests mtls_ident refused, by reason: no_certificate, ambiguous_certificate, unreadable_certificate or denied.",
+		Help:      "Requests mtls_ident refused, by reason: no_certificate, ambiguous_certificate, unreadable_certificate, denied or too_many_open.",
 	}, []string{"reason"})
 
 	rateLimitRefusals = prometheus.NewCounter(prometheus.CounterOpts{

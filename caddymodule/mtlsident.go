@@ -36,6 +36,9 @@ func init() {
 // certificate from (its tls.certheader).
 const defaultForwardHeader = "X-SSL-CERT"
 
+// defaultMaxOpen is how many requests a client may have open at once.
+const defaultMaxOpen = 100
+
 // MTLSIdent identifies the client of a request by its verified TLS client
 // certificate, refuses denied clients, and forwards the certificate to the
 // node in the header the node reads when TLS is offloaded.
@@ -47,10 +50,18 @@ const defaultForwardHeader = "X-SSL-CERT"
 // mode verify_if_given or require_and_verify). A certificate whose subject
 // holds more than one CN is refused (403).
 //
+// A client holds at most max_open requests open at once (default 100),
+// gRPC streams included: counted by its subject (as deny entries match it)
+// over all its connections and every mtls_ident handler of the gateway, each
+// handler comparing the one count with its own max_open. With the transport
+// to the node bounding what it buffers per stream (the nuts_node transport),
+// this bounds the memory a client that never reads can pin.
+//
 // Refusals: no verified certificate while `require` is set, 401; a denied
-// client, 403. gRPC requests are refused the gRPC way instead: HTTP 200,
-// trailers-only, grpc-status 16 (UNAUTHENTICATED) or 7 (PERMISSION_DENIED).
-// A refused request never reaches the next handler.
+// client, 403; a client at max_open, 429 with `Retry-After: 1`. gRPC
+// requests are refused the gRPC way instead: HTTP 200, trailers-only,
+// grpc-status 16 (UNAUTHENTICATED), 7 (PERMISSION_DENIED) or 8
+// (RESOURCE_EXHAUSTED). A refused request never reaches the next handler.
 //
 // Deny entries are subject DNs, matched without regard to letter case or
 // white space around separators, in RFC 2253 order, or `sha256:<hex>`
@@ -93,12 +104,18 @@ type MTLSIdent struct {
 	// lines are in force.
 	DenyFile string `json:"deny_file,omitempty"`
 
+	// The most requests one client may have open at once; more are
+	// refused. Default: 100.
+	MaxOpen int `json:"max_open,omitempty"`
+
 	format mtlsident.Format
 	header string
 	inline *mtlsident.DenyList
 	file   *atomic.Pointer[mtlsident.DenyList] // the deny_file's entries
 	logger *zap.Logger
 	stop   context.CancelFunc
+
+	maxOpen int // MaxOpen or its default
 }
 
 // CaddyModule returns the Caddy module information.
@@ -122,6 +139,10 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 	if srv, ok := ctx.Value(caddyhttp.ServerCtxKey).(*caddyhttp.Server); ok {
 		srv.RegisterConnContext(connTracker(m.deniesID))
 	}
+	if m.MaxOpen < 0 {
+		return fmt.Errorf("max_open %d is not a positive whole number", m.MaxOpen)
+	}
+	m.maxOpen = cmp.Or(m.MaxOpen, defaultMaxOpen)
 	m.header = cmp.Or(m.ForwardHeader, defaultForwardHeader)
 	if strings.ContainsAny(m.header, " :\t\r\n") {
 		return fmt.Errorf("forward_header %q is not a header name", m.header)
@@ -188,8 +209,7 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	repl.Map(func(key string) (any, bool) { return clientPlaceholder(&id, key) })
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		if m.Require {
-			m.audit("no_certificate", "client refused", r, zap.String("reason", "no verified client certificate"))
-			mtlsRefusals.WithLabelValues("no_certificate").Inc()
+			m.refused("no_certificate", "client refused", r, zap.String("reason", "no verified client certificate"))
 			return refuse(w, r, http.StatusUnauthorized, grpcUnauthenticated, "a verified client certificate is required")
 		}
 		return next.ServeHTTP(w, r)
@@ -200,13 +220,11 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		if !errors.Is(err, mtlsident.ErrAmbiguous) {
 			reason = "unreadable_certificate"
 		}
-		m.audit(reason, "client refused", r, zap.String("reason", err.Error()))
-		mtlsRefusals.WithLabelValues(reason).Inc()
+		m.refused(reason, "client refused", r, zap.String("reason", err.Error()))
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate not accepted")
 	}
 	if e, denied := m.denies(client); denied {
-		m.audit("denied", "client denied", r, zap.String("subject", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
-		mtlsRefusals.WithLabelValues("denied").Inc()
+		m.refused("denied", "client denied", r, zap.String("subject", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client denied")
 	}
 	countClient(client.Subject)
@@ -219,7 +237,14 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	if m.header != "off" {
 		r.Header.Set(m.header, id.Forward(m.format))
 	}
-	ctx, done := gateway.streams.Open(r.Context(), id, m.deniesID)
+	ctx, done, ok := gateway.streams.Open(r.Context(), id, m.maxOpen, m.deniesID)
+	if !ok {
+		m.refused("too_many_open", "client refused", r, zap.String("reason", "too many open requests"), zap.String("subject", id.Subject), zap.Int("max_open", m.maxOpen))
+		if !isGRPC(r) {
+			w.Header().Set("Retry-After", "1")
+		}
+		return refuse(w, r, http.StatusTooManyRequests, grpcResourceExhausted, "too many open requests")
+	}
 	defer done()
 	// Cancelling the context alone does not end a stream whose client is idle:
 	// the proxy sits in a read of the request body. Closing the body ends it.
@@ -314,9 +339,10 @@ func (m *MTLSIdent) deniesID(id mtlsident.Identity) bool {
 	return denied
 }
 
-// audit logs a refusal whose metric reason is reason, sampled per reason
-// (see refusallog.go).
-func (m *MTLSIdent) audit(reason, msg string, r *http.Request, fields ...zap.Field) {
+// refused counts a refusal in nutsgate_mtls_refusals_total under reason and
+// logs it, sampled per reason (see refusallog.go).
+func (m *MTLSIdent) refused(reason, msg string, r *http.Request, fields ...zap.Field) {
+	mtlsRefusals.WithLabelValues(reason).Inc()
 	if c, sup := mtlsRefusalLog.Check(m.logger, zapcore.InfoLevel, reason, msg); c != nil {
 		c.Write(append(fields, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
 	}
@@ -340,6 +366,7 @@ func refuse(w http.ResponseWriter, r *http.Request, status, grpcCode int, msg st
 //	    forward_format pem|der
 //	    deny <entry>
 //	    deny_file <file>
+//	    max_open <n>
 //	}
 //
 // A deny entry with spaces (a DN written with them) must be quoted.
@@ -375,6 +402,8 @@ func (m *MTLSIdent) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 		case "deny_file":
 			err = setOnce(&m.DenyFile, args[0])
+		case "max_open":
+			err = setCount(&m.MaxOpen, args[0])
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}

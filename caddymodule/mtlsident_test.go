@@ -21,6 +21,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nutsgate/nutsgate/mtlsident"
 )
@@ -194,6 +195,85 @@ func TestMTLSIdentGlobalDenyEndsStreams(t *testing.T) {
 	}
 }
 
+// max_open bounds the requests one client holds open at once: over it, 429 with Retry-After
+// (RESOURCE_EXHAUSTED for gRPC), logged as too_many_open, and the next handler never sees it.
+// The count is one per client across handlers (each compares it with its own max_open), and
+// it returns to zero as the requests end.
+func TestMTLSIdentMaxOpen(t *testing.T) {
+	small := provisioned(t, &MTLSIdent{MaxOpen: 2})
+	larger := provisioned(t, &MTLSIdent{MaxOpen: 3})
+	cert := clientCert(t, pkix.Name{CommonName: "max-open-holder"})
+	id, err := mtlsident.Identify(cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	inside := make(chan struct{})
+	served := make(chan error)
+	hold := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error {
+		inside <- struct{}{}
+		<-release
+		return nil
+	})
+	for _, m := range []*MTLSIdent{small, small, larger} {
+		go func() {
+			r, _ := request(cert, nil)
+			served <- m.ServeHTTP(httptest.NewRecorder(), r, hold)
+		}()
+		<-inside
+	}
+	refusedBefore := refusalCount(t, "too_many_open")
+	for _, m := range []*MTLSIdent{small, larger} {
+		var next nextRecorder
+		r, _ := request(cert, nil)
+		w := httptest.NewRecorder()
+		err := m.ServeHTTP(w, r, &next)
+		var he caddyhttp.HandlerError
+		if !errors.As(err, &he) || he.StatusCode != http.StatusTooManyRequests || next.got != nil || w.Header().Get("Retry-After") != "1" {
+			t.Fatalf("max_open %d, 3 open: error %v, Retry-After %q (next called: %v), want 429 with Retry-After 1", m.MaxOpen, err, w.Header().Get("Retry-After"), next.got != nil)
+		}
+		r, _ = request(cert, http.Header{"Content-Type": {"application/grpc"}})
+		w = httptest.NewRecorder()
+		if err := m.ServeHTTP(w, r, &next); err != nil || next.got != nil {
+			t.Fatalf("gRPC: error %v, next called %v", err, next.got != nil)
+		}
+		if w.Code != http.StatusOK || w.Header().Get("Grpc-Status") != "8" || w.Body.Len() != 0 {
+			t.Fatalf("gRPC answer %d %v %q, want trailers-only grpc-status 8", w.Code, w.Header(), w.Body)
+		}
+	}
+	if got := refusalCount(t, "too_many_open") - refusedBefore; got != 4 {
+		t.Fatalf("too_many_open refusals counted %v, want 4", got)
+	}
+	other := clientCert(t, pkix.Name{CommonName: "max-open-other"})
+	r, _ := request(other, nil)
+	if err := small.ServeHTTP(httptest.NewRecorder(), r, &nextRecorder{}); err != nil {
+		t.Fatalf("another client: %v", err)
+	}
+	close(release)
+	for range 3 {
+		if err := <-served; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := gateway.streams.OpenOf(id); n != 0 {
+		t.Fatalf("%d requests of the client counted open after all ended", n)
+	}
+	r, _ = request(cert, nil)
+	if err := small.ServeHTTP(httptest.NewRecorder(), r, &nextRecorder{}); err != nil {
+		t.Fatalf("after the requests ended: %v", err)
+	}
+}
+
+// refusalCount is nutsgate_mtls_refusals_total{reason=reason} now.
+func refusalCount(t *testing.T, reason string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := mtlsRefusals.WithLabelValues(reason).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
 func TestGRPCMessage(t *testing.T) {
 	if got := grpcMessage("client denied: 100% \u00e9\n"); got != "client denied: 100%25 %C3%A9%0A" {
 		t.Fatalf("%q", got)
@@ -219,6 +299,7 @@ func TestCaddyfileAdapt(t *testing.T) {
 		require
 		forward_format der
 		deny "CN=a, O=b"
+		max_open 20
 	}
 	reverse_proxy 127.0.0.1:8080
 }`)
@@ -227,7 +308,7 @@ func TestCaddyfileAdapt(t *testing.T) {
 	}
 	for _, want := range []string{
 		`"nutsgate":{"deny_file":"/var/lib/nutsgate/deny"}`,
-		`{"deny":["CN=a, O=b"],"forward_format":"der","handler":"mtls_ident","require":true},{"burst":10,"handler":"client_rate_limit","rate":"50/1s","zone":"client_rate_limit#1"}`,
+		`{"deny":["CN=a, O=b"],"forward_format":"der","handler":"mtls_ident","max_open":20,"require":true},{"burst":10,"handler":"client_rate_limit","rate":"50/1s","zone":"client_rate_limit#1"}`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("adapted config lacks %s:\n%s", want, out)
@@ -237,6 +318,11 @@ func TestCaddyfileAdapt(t *testing.T) {
 		{":80 {\n mtls_ident {\n deny not-a-dn\n }\n}", `deny: "not-a-dn" is not a subject DN`},
 		{":80 {\n mtls_ident {\n forward_format xml\n }\n}", "forward_format"},
 		{":80 {\n mtls_ident {\n deny CN=a, O=b\n }\n}", "quote a DN"},
+		{":80 {\n mtls_ident {\n max_open 0\n }\n}", `max_open: "0" is not a positive whole number`},
+		{":80 {\n mtls_ident {\n max_open -3\n }\n}", `max_open: "-3" is not a positive whole number`},
+		{":80 {\n mtls_ident {\n max_open many\n }\n}", `max_open: "many" is not a positive whole number`},
+		{":80 {\n mtls_ident {\n max_open\n }\n}", "max_open takes one value"},
+		{":80 {\n mtls_ident {\n max_open 5\n max_open 6\n }\n}", "max_open: already specified"},
 		{":80 {\n client_rate_limit {\n rate 5\n }\n}", "rate"},
 		{":80 {\n client_rate_limit {\n burst 5\n }\n}", "rate is required"},
 		{":80 {\n client_rate_limit {\n rate 5/1s\n max_keys -1\n }\n}", "max_keys"},

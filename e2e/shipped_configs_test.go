@@ -348,6 +348,43 @@ func TestExampleAdaptedConfig(t *testing.T) {
 		})
 	}
 
+	// Every shipped config proxies gRPC (h2c) to the node over the nuts_node transport with its
+	// default stream buffer, so that a peer that never reads pins at most max_open (default
+	// 100) x 512 KiB; and sets no max_open, so mtls_ident's default is in force.
+	for _, cfg := range shippedConfigs {
+		t.Run("gRPC transport/"+cfg.name, func(t *testing.T) {
+			t.Parallel()
+			dir, file := "", filepath.Join(root, cfg.name)
+			if cfg.quickStart {
+				dir, file = root, cfg.name
+			}
+			res := runBinIn(t, cliTimeout, dir, e.environ(t), "adapt", "--config", file)
+			var adapted jsonObj
+			if err := json.Unmarshal([]byte(res.stdout), &adapted); res.code != 0 || err != nil {
+				t.Fatalf("nutsgate adapt --config %s: exit status %d, %v\nstderr: %s", cfg.name, res.code, err, res.stderr)
+			}
+			grpcProxies := 0
+			for _, s := range sites(adapted) {
+				for _, h := range flatten(s.route, false) {
+					if h.name() == "mtls_ident" && h.obj["max_open"] != nil {
+						t.Errorf("site %s: mtls_ident sets max_open %v; the shipped configs keep the default", s, h.obj["max_open"])
+					}
+					tr := asObj(h.obj["transport"])
+					if h.name() != "reverse_proxy" || !slices.Contains(asStrings(tr["versions"]), "h2c") {
+						continue
+					}
+					grpcProxies++
+					if asString(tr["protocol"]) != "nuts_node" || tr["stream_buffer"] != nil {
+						t.Errorf("site %s: h2c reverse_proxy transport %v, want nuts_node with its default stream_buffer", s, tr)
+					}
+				}
+			}
+			if grpcProxies == 0 {
+				t.Errorf("%s: no h2c reverse_proxy found", cfg.name)
+			}
+		})
+	}
+
 	t.Run("Caddyfile.example layout", func(t *testing.T) {
 		t.Parallel()
 		cfg := adapt(t, "Caddyfile.example")
@@ -396,7 +433,7 @@ func TestExampleAdaptedConfig(t *testing.T) {
 		}
 		checkProxiedOnlyAfterAuth(t, internal, keys)
 
-		// :5555: h2c to the node.
+		// :5555: h2c to the node, over the nuts_node transport.
 		grpcSite := find("n2n.example.org", ":5555")[0]
 		hs := flatten(grpcSite.route, false)
 		proxy := handlerIndex(hs, "reverse_proxy", nil)
@@ -404,8 +441,8 @@ func TestExampleAdaptedConfig(t *testing.T) {
 			t.Errorf("site %s: no reverse_proxy (handlers %v)", grpcSite, handlerNames(hs))
 		} else {
 			tr := asObj(hs[proxy].obj["transport"])
-			if asString(tr["protocol"]) != "http" || !slices.Equal(asStrings(tr["versions"]), []string{"h2c", "2"}) {
-				t.Errorf("site %s: reverse_proxy transport %v, want http with versions [h2c 2]", grpcSite, tr)
+			if asString(tr["protocol"]) != "nuts_node" || !slices.Equal(asStrings(tr["versions"]), []string{"h2c", "2"}) {
+				t.Errorf("site %s: reverse_proxy transport %v, want nuts_node with versions [h2c 2]", grpcSite, tr)
 			}
 		}
 		if ident := handlerIndex(hs, "mtls_ident", func(h jsonObj) bool { return h["require"] == true }); ident < 0 || ident > proxy {
