@@ -406,7 +406,9 @@ func (cs *Conns) checkHandshake(h *Conn) {
 }
 
 // close closes the connection unless it was closed already, and reports
-// whether it closed it.
+// whether it closed it. A TLS connection's transport is closed directly:
+// the close_notify alert that (*tls.Conn).Close sends first would wait up
+// to 5 s for a client that does not read, and hold up the sweep.
 func (c *Conn) close() bool {
 	c.mu.Lock()
 	if c.closed {
@@ -415,7 +417,11 @@ func (c *Conn) close() bool {
 	}
 	c.closed = true
 	c.mu.Unlock()
-	_ = c.closer.Close()
+	if tc, ok := c.closer.(*tls.Conn); ok {
+		_ = tc.NetConn().Close()
+	} else {
+		_ = c.closer.Close()
+	}
 	return true
 }
 

@@ -488,3 +488,35 @@ func TestStreamsForgetsClients(t *testing.T) {
 	}
 	doneHeld()
 }
+
+// Sweep closes a denied client's TLS connection at once even when the client
+// reads nothing: (*tls.Conn).Close would first send it a close_notify alert
+// and wait up to 5 s for that write.
+func TestConnsSweepClientNotReading(t *testing.T) {
+	client := selfSigned(t, "not-reading")
+	pool := x509.NewCertPool()
+	pool.AddCert(client.Leaf)
+	srv, cl := tlsPipe(t, &client, pool, nil) // net.Pipe: a write waits for the reader
+	handshake(t, srv, cl)
+	id, err := FromCertificate(client.Leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs Conns
+	h := cs.Track(srv.Conn)
+	h.Identified("handler", id, func(Identity) bool { return true })
+	swept := make(chan int)
+	go func() { swept <- cs.Sweep() }()
+	select {
+	case n := <-swept:
+		if n != 1 {
+			t.Fatalf("Sweep closed %d connections, want 1", n)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Sweep waits on a client that does not read")
+	}
+	if _, err := cl.Read(make([]byte, 1)); err == nil {
+		t.Error("the client's connection is still open")
+	}
+	runtime.KeepAlive(h)
+}
