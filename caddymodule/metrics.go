@@ -39,7 +39,7 @@ var (
 	pathRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Namespace: "nutsgate",
 		Name:      "path_refusals_total",
-		Help:      "Requests path_guard refused, by reason: not_path, asterisk, malformed_escape, encoded_slash, encoded_backslash, encoded_dot, backslash, nul, overlong, dot_segment, empty_segment, nested_encoding or other.",
+		Help:      "Requests path_guard refused, by reason: not_path, asterisk, malformed_escape, encoded_slash, encoded_backslash, encoded_dot, backslash, nul, overlong, dot_segment, empty_segment, nested_encoding, encoded_unreserved, early_data or other.",
 	}, []string{"reason"})
 
 	clientRequests = prometheus.NewCounterVec(prometheus.CounterOpts{

@@ -156,6 +156,9 @@ func TestShippedConfigs(t *testing.T) {
 				if lines := errorLogLine.FindAllString(res.stderr, -1); len(lines) > 0 {
 					t.Errorf("nutsgate %s --config %s logged errors:\n%s", sub, cfg.name, res.stderr)
 				}
+				if strings.Contains(res.stderr, "not formatted") {
+					t.Errorf("nutsgate %s --config %s: the file is not as `nutsgate fmt` writes it:\n%s", sub, cfg.name, res.stderr)
+				}
 				if sub == "adapt" && !json.Valid([]byte(res.stdout)) {
 					t.Errorf("nutsgate adapt --config %s: stdout is not JSON:\n%.500s", cfg.name, res.stdout)
 				}
