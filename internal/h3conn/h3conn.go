@@ -40,7 +40,9 @@ var known atomic.Pointer[layout]
 
 // Of returns the QUIC connection of the HTTP/3 response w, unwrapping
 // wrappers as http.ResponseController does. It returns nil and no error if w
-// is not an HTTP/3 response of quic-go's server.
+// is not an HTTP/3 response of quic-go's server, or holds no connection; an
+// error only if quic-go's response writer is not laid out as expected (so
+// that a caller can warn once and for all).
 func Of(w http.ResponseWriter) (*quic.Conn, error) {
 	for {
 		if _, ok := w.(http3.HTTPStreamer); ok {
@@ -62,8 +64,8 @@ func Of(w http.ResponseWriter) (*quic.Conn, error) {
 		known.Store(l)
 	}
 	raw := *(*unsafe.Pointer)(unsafe.Add(reflect.ValueOf(w).UnsafePointer(), l.rawConn))
-	if raw == nil {
-		return nil, fmt.Errorf("%w: no connection", ErrLayout)
+	if raw == nil { // a response not tied to a connection: nothing to close
+		return nil, nil
 	}
 	return *(**quic.Conn)(unsafe.Add(raw, l.quicInConn)), nil
 }
