@@ -203,6 +203,44 @@ func TestCertHeaderStripped(t *testing.T) {
 	}
 }
 
+// TestCustomCertHeaderStripped: a header that an mtls_ident forwards the certificate in
+// (forward_header X-Client-Cert on /public of mtlsCaddyfile) is a certificate header on every
+// site: a client's own copies, in any spelling, never reach the node through /iam, a route
+// without mtls_ident, and through /public the node gets exactly the verified certificate.
+func TestCustomCertHeaderStripped(t *testing.T) {
+	t.Parallel()
+	g := startMTLSGateway(t, relaxedRate, relaxedRate)
+	cert := g.pki.client(t, "custom-header-client")
+	forged := http.Header{"X-Client-Cert": {"forged-1", "forged-2"}, "x_client_cert": {"forged-3"}, "X-SSL-CERT": {"forged-4"}}
+	for _, tc := range []struct {
+		prefix string
+		cert   *leafCert
+	}{{"/iam/", nil}, {"/iam/", cert}, {"/public/", cert}} {
+		path := tc.prefix + uuid.NewString()
+		expectStatus(t, "GET "+path, g.get(t, tc.cert, path, forged), http.StatusOK)
+		reqs := g.nodeRequests(path)
+		if len(reqs) != 1 {
+			t.Fatalf("the node received %d requests for %s, want 1", len(reqs), path)
+		}
+		var got []string
+		for k, v := range reqs[0].Header {
+			if k := strings.ReplaceAll(strings.ToLower(k), "_", "-"); k == "x-client-cert" || k == "x-ssl-cert" {
+				got = append(got, k+": "+strings.Join(v, ","))
+			}
+		}
+		want := 0
+		if tc.prefix == "/public/" {
+			want = 1
+			if v := reqs[0].Header.Get("X-Client-Cert"); v != cert.escapedPEM() {
+				t.Errorf("GET %s: the node received X-Client-Cert %.80q, want the verified certificate", path, v)
+			}
+		}
+		if len(got) != want || strings.Contains(strings.Join(got, " "), "forged") {
+			t.Errorf("GET %s: the node received %q; want %d certificate header(s), none of them forged", path, got, want)
+		}
+	}
+}
+
 // ---- TLS 1.3 early data over HTTP/3 ----
 
 // ticketCache is a TLS session cache that reports when it stores a ticket.

@@ -66,7 +66,12 @@ https://localhost:{{.N2N}} {
 		reverse_proxy {{.NodePublic}}
 	}
 	handle /public/* {
-		mtls_ident
+		mtls_ident {
+			forward_header X-Client-Cert
+		}
+		reverse_proxy {{.NodePublic}}
+	}
+	handle /iam/* {
 		reverse_proxy {{.NodePublic}}
 	}
 	handle {
