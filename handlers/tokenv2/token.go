@@ -83,7 +83,15 @@ var algorithms = map[string]struct {
 	"ES512": {jwt.SigningMethodES512, curveIs(elliptic.P521())},
 	"EdDSA": {jwt.SigningMethodEdDSA, func(k any) bool { _, ok := k.(ed25519.PublicKey); return ok }},
 	"RS512": {jwt.SigningMethodRS512, isRSA},
-	"PS512": {jwt.SigningMethodPS512, isRSA},
+	"PS512": {ps512, isRSA},
+}
+
+// ps512 verifies PS512 as the node does: the PSS salt must be exactly as
+// long as the hash (64 bytes). golang-jwt's own PS512 accepts any salt
+// length on verification.
+var ps512 = &jwt.SigningMethodRSAPSS{
+	SigningMethodRSA: jwt.SigningMethodPS512.SigningMethodRSA,
+	Options:          &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash},
 }
 
 func curveIs(c elliptic.Curve) func(any) bool {
@@ -185,6 +193,13 @@ func checkHeader(h map[string]json.RawMessage) (alg, kid string, err error) {
 	for _, name := range []string{"jwk", "x5c", "crit", "b64"} {
 		if _, ok := h[name]; ok {
 			return "", "", refuse(ReasonHeaderParameter, "header parameter %q is not allowed", name)
+		}
+	}
+	// The node reads these registered parameters into string fields: any
+	// other JSON type than a string (or null, the same as absent) refuses.
+	for _, name := range []string{"typ", "cty", "x5t", "x5t#S256"} {
+		if v, ok := h[name]; ok && v[0] != '"' && !bytes.Equal(v, []byte("null")) {
+			return "", "", refuse(ReasonHeaderParameter, "header parameter %q is not a string", name)
 		}
 	}
 	for _, name := range []string{"jku", "x5u"} {
