@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -44,6 +45,8 @@ const (
 	ReasonAudience        Reason = "audience"
 	ReasonLifetime        Reason = "lifetime"
 	ReasonIssuer          Reason = "issuer"
+	ReasonKeyFrom         Reason = "key_from"
+	ReasonKeyExpired      Reason = "key_expired"
 )
 
 // Refusal is the error returned for a request that must not pass.
@@ -69,6 +72,8 @@ type Grant struct {
 	Expiry time.Time
 	// Cached tells that the token had already been verified.
 	Cached bool
+	// Key is the key that signed the token.
+	Key *Key
 }
 
 // algorithms maps each allowed JWS algorithm to its verifier and to a check
@@ -130,6 +135,9 @@ type Policy struct {
 	Audience string
 	// Leeway is the clock skew allowed on exp, nbf and iat.
 	Leeway time.Duration
+	// IgnoreKeyOptions ignores the from= and expiry-time= options of the
+	// authorized_keys file, as the node does, instead of enforcing them.
+	IgnoreKeyOptions bool
 }
 
 // verifyToken applies every token_v2 rule to a bearer credential, with the
@@ -166,7 +174,11 @@ func verifyToken(token string, ks *KeySet, p Policy, now time.Time) (Grant, erro
 	if err != nil {
 		return Grant{}, err
 	}
-	return checkClaims(claims, key, p, now)
+	g, err := checkClaims(claims, key, p, now)
+	if err == nil && key.expired(now) {
+		return Grant{}, key.Allows(netip.Addr{}, now)
+	}
+	return g, err
 }
 
 func decodePart(part, what string) (map[string]json.RawMessage, error) {
@@ -260,7 +272,7 @@ func checkClaims(c map[string]json.RawMessage, key *Key, p Policy, now time.Time
 	if json.Unmarshal(c["iss"], &iss) != nil || iss != key.User {
 		return Grant{}, refuse(ReasonIssuer, "iss is not the user name of the key of line %d", key.Line)
 	}
-	return Grant{User: key.User, Subject: sub, JTI: jti, Expiry: exp}, nil
+	return Grant{User: key.User, Subject: sub, JTI: jti, Expiry: exp, Key: key}, nil
 }
 
 // hasAudience reports whether aud, a string or an array of strings, holds
