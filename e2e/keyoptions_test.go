@@ -18,17 +18,27 @@ import (
 // the default).
 func startGatewayKeyOptions(t *testing.T, keysFile string, up *upstream, mode string) *gateway {
 	t.Helper()
+	if mode == "" {
+		return startGatewayEdited(t, keysFile, up, "", "")
+	}
+	return startGatewayEdited(t, keysFile, up, "audience "+testAudience+"\n", "audience "+testAudience+"\n\t\t\tkey_options "+mode+"\n")
+}
+
+// startGatewayEdited is startGateway with the first old in the test Caddyfile replaced by new
+// (nothing changed if old is "").
+func startGatewayEdited(t *testing.T, keysFile string, up *upstream, old, new string) *gateway {
+	t.Helper()
 	cfgPath, sitePort := writeCaddyfile(t, keysFile, up)
-	if mode != "" {
+	if old != "" {
 		cfg, err := os.ReadFile(cfgPath)
 		if err != nil {
 			t.Fatal(err)
 		}
-		withMode := strings.Replace(string(cfg), "audience "+testAudience+"\n", "audience "+testAudience+"\n\t\t\tkey_options "+mode+"\n", 1)
-		if withMode == string(cfg) {
-			t.Fatal("no audience line in the test Caddyfile")
+		edited := strings.Replace(string(cfg), old, new, 1)
+		if edited == string(cfg) {
+			t.Fatalf("no %q in the test Caddyfile", old)
 		}
-		writeFileAtomic(t, cfgPath, []byte(withMode))
+		writeFileAtomic(t, cfgPath, []byte(edited))
 	}
 	g := &gateway{base: "http://127.0.0.1:" + strconv.Itoa(sitePort), up: up}
 	g.process = e2ebin.Start(t, binPath, cfgPath, func() bool {
@@ -42,8 +52,9 @@ func startGatewayKeyOptions(t *testing.T, keysFile string, up *upstream, mode st
 }
 
 // sendFrom makes one GET request to the gateway from the loopback source address src
-// (127.0.0.2, 127.0.0.3, ...), with auth as the Authorization header.
-func (g *gateway) sendFrom(t *testing.T, src, path, auth string) response {
+// (127.0.0.2, 127.0.0.3, ...), with auth as the Authorization header and, unless xff is "",
+// xff as X-Forwarded-For.
+func (g *gateway) sendFrom(t *testing.T, src, xff, path, auth string) response {
 	t.Helper()
 	dialer := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(src)}, Timeout: 5 * time.Second}
 	client := &http.Client{
@@ -61,6 +72,9 @@ func (g *gateway) sendFrom(t *testing.T, src, path, auth string) response {
 		t.Fatal(err)
 	}
 	req.Header.Set("Authorization", auth)
+	if xff != "" {
+		req.Header.Set("X-Forwarded-For", xff)
+	}
 	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatalf("GET %s from %s: %v", path, src, err)
@@ -78,8 +92,14 @@ func (g *gateway) sendFrom(t *testing.T, src, path, auth string) response {
 // fails the test on any other outcome.
 func (g *gateway) grantedFrom(t *testing.T, src, auth string) bool {
 	t.Helper()
+	return g.grantedVia(t, src, "", auth)
+}
+
+// grantedVia is grantedFrom with X-Forwarded-For: xff.
+func (g *gateway) grantedVia(t *testing.T, src, xff, auth string) bool {
+	t.Helper()
 	path := probePath(t)
-	r := g.sendFrom(t, src, path, auth)
+	r := g.sendFrom(t, src, xff, path, auth)
 	if r.status == http.StatusOK && r.body == upstreamBody {
 		g.up.assertSawExactly(t, http.MethodGet, path, "", auth)
 		return true
@@ -206,4 +226,28 @@ func TestKeyOptionsUnreadable(t *testing.T) {
 		g.expectGrantedFrom(t, "127.0.0.2", alice.newToken().bearer(t))
 		g.expectRefusedFrom(t, "127.0.0.3", alice.newToken().bearer(t))
 	})
+}
+
+// TestKeyOptionsTrustedProxies proves that from= is matched against the client IP as Caddy
+// determines it: behind a trusted proxy (127.0.0.2) the address in X-Forwarded-For counts; from
+// an untrusted peer (127.0.0.3) the header is ignored and the peer's own address counts.
+func TestKeyOptionsTrustedProxies(t *testing.T) {
+	t.Parallel()
+	alice := newKey(t, ed25519Key, "alice")
+	keysFile := writeFile(t, "authorized_keys", []byte(`from="10.0.0.0/8" `+alice.authorizedLine()+"\n"))
+	g := startGatewayEdited(t, keysFile, newUpstream(t), "auto_https off\n",
+		"auto_https off\n\tservers {\n\t\ttrusted_proxies static 127.0.0.2/32\n\t}\n")
+	tok := alice.newToken().bearer(t)
+	if !g.grantedVia(t, "127.0.0.2", "10.9.9.9", tok) {
+		t.Error("trusted proxy forwarding for 10.9.9.9: refused, want granted")
+	}
+	if g.grantedVia(t, "127.0.0.3", "10.9.9.9", tok) {
+		t.Error("untrusted peer 127.0.0.3 claiming 10.9.9.9: granted, want refused")
+	}
+	if g.grantedVia(t, "127.0.0.2", "192.0.2.1", tok) {
+		t.Error("trusted proxy forwarding for 192.0.2.1: granted, want refused")
+	}
+	if g.grantedVia(t, "127.0.0.2", "", tok) {
+		t.Error("trusted proxy itself: granted, want refused")
+	}
 }
