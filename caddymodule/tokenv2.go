@@ -50,6 +50,12 @@ func init() {
 // stays in force. A token that verified once is not verified again until it
 // expires; a change of the key set forgets every verified token.
 //
+// The `from="..."` and `expiry-time="..."` options of a key's line are
+// enforced as sshd(8) enforces them, on every request, against the client IP
+// address Caddy determined (honouring `trusted_proxies`); a refusal for them
+// is logged and counted with reason `key_from` or `key_expired`. Set
+// `key_options ignore` for the node's behaviour, which ignores them.
+//
 // Placeholders set on success, by the authentication handler:
 //
 // Placeholder | Description
