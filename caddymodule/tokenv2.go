@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -49,6 +50,12 @@ func init() {
 // stays in force. A token that verified once is not verified again until it
 // expires; a change of the key set forgets every verified token.
 //
+// The `from="..."` and `expiry-time="..."` options of a key's line are
+// enforced as sshd(8) enforces them, on every request, against the client IP
+// address Caddy determined (honouring `trusted_proxies`); a refusal for them
+// is logged and counted with reason `key_from` or `key_expired`. Set
+// `key_options ignore` for the node's behaviour, which ignores them.
+//
 // Placeholders set on success, by the authentication handler:
 //
 // Placeholder | Description
@@ -68,6 +75,16 @@ type TokenV2 struct {
 
 	// Clock skew allowed when checking `exp`, `nbf` and `iat`. Default: 0.
 	Leeway caddy.Duration `json:"leeway,omitempty"`
+
+	// What to do with the `from="..."` and `expiry-time="..."` options of
+	// authorized_keys lines: `enforce` (the default) refuses a token whose
+	// key's from= patterns do not match the client IP address (as Caddy
+	// determines it, honouring trusted_proxies) or whose key is past its
+	// expiry-time, on every request, remembered tokens included; an option
+	// that cannot be read makes its line invalid. `ignore` accepts and
+	// ignores every option, as the node does. Other options are always
+	// ignored.
+	KeyOptions string `json:"key_options,omitempty"`
 
 	verifier *tokenv2.Verifier
 	poolKey  string
@@ -127,8 +144,13 @@ func (t *TokenV2) Provision(ctx caddy.Context) error {
 	if t.Leeway < 0 {
 		return errors.New("leeway must not be negative")
 	}
-	policy := tokenv2.Policy{Audience: t.Audience, Leeway: time.Duration(t.Leeway)}
-	t.poolKey = fmt.Sprintf("%s\x00%s\x00%d", path, policy.Audience, policy.Leeway)
+	switch t.KeyOptions {
+	case "", "enforce", "ignore":
+	default:
+		return fmt.Errorf("key_options %q: must be enforce or ignore", t.KeyOptions)
+	}
+	policy := tokenv2.Policy{Audience: t.Audience, Leeway: time.Duration(t.Leeway), IgnoreKeyOptions: t.KeyOptions == "ignore"}
+	t.poolKey = fmt.Sprintf("%s\x00%s\x00%d\x00%t", path, policy.Audience, policy.Leeway, policy.IgnoreKeyOptions)
 	logger := t.logger
 	val, _, err := keySets.LoadOrNew(t.poolKey, func() (caddy.Destructor, error) {
 		v := tokenv2.NewVerifier(policy, 0, nil)
@@ -160,7 +182,7 @@ func (t *TokenV2) Cleanup() error {
 // `WWW-Authenticate: Bearer` and is reported as not authenticated, never as
 // an error.
 func (t *TokenV2) Authenticate(w http.ResponseWriter, r *http.Request) (caddyauth.User, bool, error) {
-	g, err := t.verifier.Verify(r.Header.Get("Authorization"))
+	g, err := t.verifier.VerifyFrom(r.Header.Get("Authorization"), clientAddr(r))
 	if err != nil {
 		var refusal *tokenv2.Refusal
 		if !errors.As(err, &refusal) {
@@ -188,6 +210,7 @@ func (t *TokenV2) Authenticate(w http.ResponseWriter, r *http.Request) (caddyaut
 //	    authorized_keys <file>
 //	    audience        <aud>
 //	    leeway          <duration>
+//	    key_options     enforce|ignore
 //	}
 func (t *TokenV2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -223,6 +246,14 @@ func (t *TokenV2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("leeway %q must not be negative", val)
 			}
 			t.Leeway = caddy.Duration(dur)
+		case "key_options":
+			if t.KeyOptions != "" {
+				return d.Err("key_options already specified")
+			}
+			if val != "enforce" && val != "ignore" {
+				return d.Errf("key_options %q: must be enforce or ignore", val)
+			}
+			t.KeyOptions = val
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}
@@ -270,6 +301,19 @@ func clientIP(r *http.Request) string {
 		return ip
 	}
 	return r.RemoteAddr
+}
+
+// clientAddr is the client IP address Caddy determined, honouring its
+// trusted_proxies setting; the invalid address if there is none.
+func clientAddr(r *http.Request) netip.Addr {
+	s := clientIP(r)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr()
+	}
+	return netip.Addr{}
 }
 
 // Interface guards

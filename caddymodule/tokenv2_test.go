@@ -32,6 +32,8 @@ func TestTokenV2Caddyfile(t *testing.T) {
 		{"argument", "token_v2 /etc/keys", "wrong argument count or unexpected line ending after '/etc/keys', at Testfile:1", TokenV2{}},
 		{"twice", "token_v2 {\n authorized_keys a\n authorized_keys b\n}", "authorized_keys already specified, at Testfile:3", TokenV2{}},
 		{"two values", "token_v2 {\n authorized_keys a b\n}", "wrong argument count or unexpected line ending after 'a', at Testfile:2", TokenV2{}},
+		{"key_options", "token_v2 {\n authorized_keys /etc/keys\n key_options ignore\n}", "", TokenV2{AuthorizedKeys: "/etc/keys", KeyOptions: "ignore"}},
+		{"bad key_options", "token_v2 {\n authorized_keys a\n key_options off\n}", `key_options "off": must be enforce or ignore, at Testfile:3`, TokenV2{}},
 		{"bad leeway", "token_v2 {\n authorized_keys a\n leeway soon\n}", `leeway "soon": time: invalid duration "soon", at Testfile:3`, TokenV2{}},
 		{"negative leeway", "token_v2 {\n authorized_keys a\n leeway -1s\n}", `leeway "-1s" must not be negative, at Testfile:3`, TokenV2{}},
 		{"unknown", "token_v2 {\n authorized_keys a\n realm x\n}", `unrecognized subdirective "realm", at Testfile:3`, TokenV2{}},
@@ -45,7 +47,7 @@ func TestTokenV2Caddyfile(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got.AuthorizedKeys != tc.want.AuthorizedKeys || got.Audience != tc.want.Audience || got.Leeway != tc.want.Leeway {
+			if err != nil || got.AuthorizedKeys != tc.want.AuthorizedKeys || got.Audience != tc.want.Audience || got.Leeway != tc.want.Leeway || got.KeyOptions != tc.want.KeyOptions {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
 			}
 		})

@@ -13,6 +13,8 @@ import (
 	"crypto/rsa"
 	"encoding/base64"
 	"fmt"
+	"net/netip"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 	"golang.org/x/crypto/ssh"
@@ -35,6 +37,32 @@ type Key struct {
 	SSHFingerprint string
 	// Thumbprint is the RFC 7638 JWK SHA-256 thumbprint, unpadded base64url.
 	Thumbprint string
+	// From is the line's from="..." option: the client addresses that may
+	// use the key. Nil means any.
+	From *FromPatterns
+	// Expires is the line's expiry-time="..." option: the key is refused
+	// after this second. Zero means never.
+	Expires time.Time
+}
+
+// Allows reports why a client at addr may not use the key at now, or nil
+// if it may: a refusal for ReasonKeyFrom when addr matches no pattern of
+// the key's from= option (or a negated one), or ReasonKeyExpired when now
+// is past the key's expiry-time=.
+func (k *Key) Allows(addr netip.Addr, now time.Time) *Refusal {
+	if k.expired(now) {
+		return refuse(ReasonKeyExpired, "the key of line %d expired at %s", k.Line, k.Expires.UTC().Format(time.RFC3339))
+	}
+	if k.From != nil && !k.From.Allows(addr) {
+		return refuse(ReasonKeyFrom, "client %s is not in from=%q of the key of line %d", addr, k.From, k.Line)
+	}
+	return nil
+}
+
+// expired reports whether now is past the key's expiry-time, as sshd
+// compares them: in whole seconds, valid up to and including that second.
+func (k *Key) expired(now time.Time) bool {
+	return k != nil && !k.Expires.IsZero() && now.Unix() > k.Expires.Unix()
 }
 
 // KeySet is the usable keys of one authorized_keys file, indexed by both
@@ -76,13 +104,23 @@ func (e *ParseError) Error() string { return fmt.Sprintf("line %d: %v", e.Line, 
 func (e *ParseError) Unwrap() error { return e.Err }
 
 // ParseAuthorizedKeys reads an OpenSSH authorized_keys file the way the node
-// does. Everything from the first '#' on a line is a comment and blank lines
+// does, and also reads the from="..." and expiry-time="..." options (in
+// local time) so that they can be enforced; an option that cannot be read
+// makes its line a *ParseError. Other options are ignored, as the node
+// ignores them. Everything from the first '#' on a line is a comment and blank lines
 // are skipped. A line that does not parse fails the whole file with a
 // *ParseError. Keys that cannot sign token_v2 tokens (DSA, RSA under 2048
 // bits, certificates, security keys) and keys without a user name are
 // skipped, each with a Warning. When a key is listed more than once, the
 // first line counts.
 func ParseAuthorizedKeys(data []byte) (*KeySet, []Warning, error) {
+	return parseAuthorizedKeys(data, true, time.Local)
+}
+
+// parseAuthorizedKeys is ParseAuthorizedKeys; with enforce false every
+// option is ignored, as the node ignores them, and loc is the time zone of
+// an expiry-time without Z.
+func parseAuthorizedKeys(data []byte, enforce bool, loc *time.Location) (*KeySet, []Warning, error) {
 	ks := &KeySet{byKID: make(map[string]*Key)}
 	var warnings []Warning
 	for n, line := range bytes.Split(data, []byte("\n")) {
@@ -94,19 +132,26 @@ func ParseAuthorizedKeys(data []byte) (*KeySet, []Warning, error) {
 		if len(line) == 0 {
 			continue
 		}
-		pub, user, _, rest, err := ssh.ParseAuthorizedKey(line)
+		pub, user, options, rest, err := ssh.ParseAuthorizedKey(line)
 		if err != nil {
 			return nil, nil, &ParseError{Line: lineNo, Err: fmt.Errorf("not an authorized_keys entry: %v", err)}
 		}
 		if len(bytes.TrimSpace(rest)) > 0 {
 			return nil, nil, &ParseError{Line: lineNo, Err: fmt.Errorf("unexpected data after the key")}
 		}
+		var from *FromPatterns
+		var expires time.Time
+		if enforce {
+			if from, expires, err = keyOptions(options, loc); err != nil {
+				return nil, nil, &ParseError{Line: lineNo, Err: err}
+			}
+		}
 		key, reason := usableKey(pub, user)
 		if key == nil {
 			warnings = append(warnings, Warning{Line: lineNo, Reason: reason})
 			continue
 		}
-		key.Line = lineNo
+		key.Line, key.From, key.Expires = lineNo, from, expires
 		if prev, dup := ks.byKID[key.SSHFingerprint]; dup {
 			warnings = append(warnings, Warning{Line: lineNo, Reason: fmt.Sprintf("key already listed on line %d; user name %q ignored", prev.Line, user)})
 			continue

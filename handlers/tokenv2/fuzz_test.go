@@ -2,8 +2,11 @@ package tokenv2
 
 import (
 	"encoding/json"
+	"net/netip"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -104,6 +107,60 @@ func FuzzParseDate(f *testing.F) {
 		secs, err := parseDate(raw)
 		if err == nil && (secs < minDate || secs > maxDate) {
 			t.Fatalf("%q gave %d, out of range", raw, secs)
+		}
+	})
+}
+
+// FuzzFromPatterns checks that any from= pattern list either is refused
+// with an error or parses into a list that decides any address without
+// panicking, and that a negated pattern matching the address always
+// refuses it.
+func FuzzFromPatterns(f *testing.F) {
+	for _, s := range []string{"*.sales.example.net,!pc.sales.example.net", "10.0.0.0/8,!10.1.2.3", "192.168.0.?", "*", "!*", "::1", "2001:db8::/32", "::ffff:10.0.0.0/104", "a**?*b", ""} {
+		f.Add(s, []byte{10, 1, 2, 3})
+	}
+	f.Fuzz(func(t *testing.T, list string, raw []byte) {
+		fp, err := ParseFromPatterns(list)
+		if err != nil {
+			if err.Error() == "" {
+				t.Fatal("empty error")
+			}
+			return
+		}
+		addr, ok := netip.AddrFromSlice(raw)
+		if !ok {
+			addr = netip.MustParseAddr("10.1.2.3")
+		}
+		if neg, err := ParseFromPatterns("!" + list); err == nil && strings.Count(list, ",") == 0 && neg.Allows(addr) {
+			t.Fatalf("!%q allows %s", list, addr)
+		}
+		if fp.Allows(netip.Addr{}) {
+			t.Fatalf("%q allows an unknown address", list)
+		}
+		// The wildcard matcher agrees with a regular expression.
+		re := "^" + strings.NewReplacer(`\*`, ".*", `\?`, ".").Replace(regexp.QuoteMeta(list)) + "$"
+		text := addr.Unmap().String()
+		if m, err := regexp.MatchString("(?s)"+re, text); err == nil && m != wildcardMatch(list, text) {
+			t.Fatalf("wildcardMatch(%q, %q) = %v, regexp says %v", list, text, !m, m)
+		}
+	})
+}
+
+// FuzzParseExpiryTime checks that any timespec is refused with an error or
+// read as a time that formats back to the same digits.
+func FuzzParseExpiryTime(f *testing.F) {
+	for _, s := range []string{"20301231", "20301231Z", "203012312359", "20301231235959UTC", "20300230", "2030123z", "99991231235959Z"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, spec string) {
+		tm, err := ParseExpiryTime(spec, time.UTC)
+		if err != nil {
+			return
+		}
+		digits := strings.TrimRight(strings.ToUpper(spec), "ZUTC")
+		layout := map[int]string{8: "20060102", 12: "200601021504", 14: "20060102150405"}[len(digits)]
+		if layout == "" || tm.Format(layout) != digits {
+			t.Fatalf("%q read as %v", spec, tm)
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/big"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -100,7 +101,8 @@ var (
 )
 
 // parseDate reads a NumericDate claim as the node does: a JSON number
-// (fraction dropped, exponent allowed), a string of digits, or an RFC 3339
+// (fraction dropped, exponent allowed), a string of digits with an optional
+// fraction (dropped too: "1700000000.5" is 1700000000), or an RFC 3339
 // string. It returns whole seconds since the Unix epoch.
 func parseDate(raw json.RawMessage) (int64, error) {
 	var secs int64
@@ -110,8 +112,9 @@ func parseDate(raw json.RawMessage) (int64, error) {
 		if err := json.Unmarshal(raw, &s); err != nil {
 			return 0, err
 		}
-		if isDigits(s) {
-			n, err := strconv.ParseInt(s, 10, 64)
+		whole, frac, hasFrac := strings.Cut(s, ".")
+		if isDigits(whole) && (!hasFrac || frac == "" || isDigits(frac)) {
+			n, err := strconv.ParseInt(whole, 10, 64)
 			if err != nil {
 				return 0, fmt.Errorf("%q is out of range", s)
 			}

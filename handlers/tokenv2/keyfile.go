@@ -50,7 +50,7 @@ func (kf *KeyFile) Check() { kf.watcher.Check() }
 
 // apply parses an authorized_keys content and puts its keys in force.
 func (kf *KeyFile) apply(data []byte) error {
-	ks, warnings, err := ParseAuthorizedKeys(data)
+	ks, warnings, err := parseAuthorizedKeys(data, !kf.verifier.policy.IgnoreKeyOptions, time.Local)
 	var pe *ParseError
 	if errors.As(err, &pe) {
 		return fmt.Errorf("%s:%d: %v", kf.path, pe.Line, pe.Err)

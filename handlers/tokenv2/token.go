@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -44,6 +45,8 @@ const (
 	ReasonAudience        Reason = "audience"
 	ReasonLifetime        Reason = "lifetime"
 	ReasonIssuer          Reason = "issuer"
+	ReasonKeyFrom         Reason = "key_from"
+	ReasonKeyExpired      Reason = "key_expired"
 )
 
 // Refusal is the error returned for a request that must not pass.
@@ -69,6 +72,8 @@ type Grant struct {
 	Expiry time.Time
 	// Cached tells that the token had already been verified.
 	Cached bool
+	// Key is the key that signed the token.
+	Key *Key
 }
 
 // algorithms maps each allowed JWS algorithm to its verifier and to a check
@@ -83,7 +88,15 @@ var algorithms = map[string]struct {
 	"ES512": {jwt.SigningMethodES512, curveIs(elliptic.P521())},
 	"EdDSA": {jwt.SigningMethodEdDSA, func(k any) bool { _, ok := k.(ed25519.PublicKey); return ok }},
 	"RS512": {jwt.SigningMethodRS512, isRSA},
-	"PS512": {jwt.SigningMethodPS512, isRSA},
+	"PS512": {ps512, isRSA},
+}
+
+// ps512 verifies PS512 as the node does: the PSS salt must be exactly as
+// long as the hash (64 bytes). golang-jwt's own PS512 accepts any salt
+// length on verification.
+var ps512 = &jwt.SigningMethodRSAPSS{
+	SigningMethodRSA: jwt.SigningMethodPS512.SigningMethodRSA,
+	Options:          &rsa.PSSOptions{SaltLength: rsa.PSSSaltLengthEqualsHash},
 }
 
 func curveIs(c elliptic.Curve) func(any) bool {
@@ -122,6 +135,9 @@ type Policy struct {
 	Audience string
 	// Leeway is the clock skew allowed on exp, nbf and iat.
 	Leeway time.Duration
+	// IgnoreKeyOptions ignores the from= and expiry-time= options of the
+	// authorized_keys file, as the node does, instead of enforcing them.
+	IgnoreKeyOptions bool
 }
 
 // verifyToken applies every token_v2 rule to a bearer credential, with the
@@ -158,7 +174,11 @@ func verifyToken(token string, ks *KeySet, p Policy, now time.Time) (Grant, erro
 	if err != nil {
 		return Grant{}, err
 	}
-	return checkClaims(claims, key, p, now)
+	g, err := checkClaims(claims, key, p, now)
+	if err == nil && key.expired(now) {
+		return Grant{}, key.Allows(netip.Addr{}, now)
+	}
+	return g, err
 }
 
 func decodePart(part, what string) (map[string]json.RawMessage, error) {
@@ -185,6 +205,13 @@ func checkHeader(h map[string]json.RawMessage) (alg, kid string, err error) {
 	for _, name := range []string{"jwk", "x5c", "crit", "b64"} {
 		if _, ok := h[name]; ok {
 			return "", "", refuse(ReasonHeaderParameter, "header parameter %q is not allowed", name)
+		}
+	}
+	// The node reads these registered parameters into string fields: any
+	// other JSON type than a string (or null, the same as absent) refuses.
+	for _, name := range []string{"typ", "cty", "x5t", "x5t#S256"} {
+		if v, ok := h[name]; ok && v[0] != '"' && !bytes.Equal(v, []byte("null")) {
+			return "", "", refuse(ReasonHeaderParameter, "header parameter %q is not a string", name)
 		}
 	}
 	for _, name := range []string{"jku", "x5u"} {
@@ -245,7 +272,7 @@ func checkClaims(c map[string]json.RawMessage, key *Key, p Policy, now time.Time
 	if json.Unmarshal(c["iss"], &iss) != nil || iss != key.User {
 		return Grant{}, refuse(ReasonIssuer, "iss is not the user name of the key of line %d", key.Line)
 	}
-	return Grant{User: key.User, Subject: sub, JTI: jti, Expiry: exp}, nil
+	return Grant{User: key.User, Subject: sub, JTI: jti, Expiry: exp, Key: key}, nil
 }
 
 // hasAudience reports whether aud, a string or an array of strings, holds

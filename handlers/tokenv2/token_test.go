@@ -1,13 +1,17 @@
 package tokenv2
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/rsa"
 	"crypto/sha256"
+	"crypto/sha512"
 	"encoding/base64"
 	"errors"
 	"math/big"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -563,4 +567,99 @@ func mustEd25519(t *testing.T) ed25519.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// signPSS signs a valid token of the RSA test key with PS512 and the given
+// PSS salt length.
+func signPSS(t *testing.T, saltLength int) string {
+	t.Helper()
+	k := testKeys(t)["rsa"]
+	input := base64.RawURLEncoding.EncodeToString([]byte(mustJSON(t, validHeader(t, k)))) + "." +
+		base64.RawURLEncoding.EncodeToString([]byte(mustJSON(t, validClaims(k))))
+	sum := sha512.Sum512([]byte(input))
+	sig, err := rsa.SignPSS(rand.Reader, k.signer.(*rsa.PrivateKey), crypto.SHA512, sum[:], &rsa.PSSOptions{SaltLength: saltLength})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return input + "." + base64.RawURLEncoding.EncodeToString(sig)
+}
+
+// Parity: the node verifies PS512 with a salt as long as the hash (64
+// bytes) and refuses any other salt length.
+func TestPS512SaltLength(t *testing.T) {
+	v := testVerifier(t, Policy{})
+	for _, tc := range []struct {
+		name string
+		salt int
+		want Reason
+	}{
+		{"salt equals hash", rsa.PSSSaltLengthEqualsHash, ""},
+		{"salt 64", 64, ""},
+		{"salt 0", 0, ReasonSignature},
+		{"salt 32", 32, ReasonSignature},
+		{"salt 65", 65, ReasonSignature},
+		{"salt maximum", rsa.PSSSaltLengthAuto, ReasonSignature},
+	} {
+		t.Run(tc.name, func(t *testing.T) { check(t, v, "Bearer "+signPSS(t, tc.salt), tc.want) })
+	}
+}
+
+// Parity: the node reads the registered header parameters it knows into
+// typed fields, so one of the wrong JSON type refuses the token; null is
+// the same as absent.
+func TestHeaderParameterTypes(t *testing.T) {
+	v := testVerifier(t, Policy{})
+	for _, tc := range []struct {
+		name string
+		val  any
+		want Reason
+	}{
+		{"typ", "JWT", ""},
+		{"typ", "at+jwt", ""},
+		{"typ", nil, ""},
+		{"typ", 1, ReasonHeaderParameter},
+		{"typ", true, ReasonHeaderParameter},
+		{"typ", []string{"JWT"}, ReasonHeaderParameter},
+		{"typ", map[string]any{}, ReasonHeaderParameter},
+		{"cty", "JWT", ""},
+		{"cty", nil, ""},
+		{"cty", 1, ReasonHeaderParameter},
+		{"x5t", "abc", ""},
+		{"x5t", 1, ReasonHeaderParameter},
+		{"x5t#S256", "abc", ""},
+		{"x5t#S256", false, ReasonHeaderParameter},
+		{"kid", 1, ReasonNoKeyID},
+		{"jku", []string{}, ReasonHeaderParameter},
+		{"x5u", 1, ReasonHeaderParameter},
+		{"private", 1, ""},
+	} {
+		t.Run(tc.name+"="+mustJSON(t, tc.val), func(t *testing.T) {
+			check(t, v, "Bearer "+edit{header: set(tc.name, tc.val)}.token(t), tc.want)
+		})
+	}
+}
+
+// Parity: a date as a digit string may have a fraction, dropped as for
+// numbers.
+func TestDateDigitStringFraction(t *testing.T) {
+	v := testVerifier(t, Policy{})
+	now := testNow.Unix()
+	for _, tc := range []struct {
+		name, claim, val string
+		want             Reason
+	}{
+		{"exp with fraction", "exp", strconv.FormatInt(now+3600, 10) + ".5", ""},
+		{"exp with trailing dot", "exp", strconv.FormatInt(now+3600, 10) + ".", ""},
+		{"nbf with fraction", "nbf", strconv.FormatInt(now, 10) + ".999", ""},
+		{"exp fraction dropped", "exp", strconv.FormatInt(now, 10) + ".9", ReasonExpired},
+		{"nbf fraction dropped", "nbf", strconv.FormatInt(now+1, 10) + ".1", ReasonNotYetValid},
+		{"leading dot", "exp", ".5", ReasonClaims},
+		{"two dots", "exp", strconv.FormatInt(now+3600, 10) + ".5.5", ReasonClaims},
+		{"letters in fraction", "exp", strconv.FormatInt(now+3600, 10) + ".5x", ReasonClaims},
+		{"exponent", "exp", "1.7953056e9", ReasonClaims},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			check(t, v, "Bearer "+edit{claims: set(tc.claim, tc.val)}.token(t), tc.want)
+		})
+	}
 }

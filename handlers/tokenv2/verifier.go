@@ -2,6 +2,7 @@ package tokenv2
 
 import (
 	"crypto/sha256"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -55,8 +56,25 @@ func (v *Verifier) SetKeys(ks *KeySet) {
 // Keys returns the key set in force.
 func (v *Verifier) Keys() *KeySet { return v.state.Load().keys }
 
+// VerifyFrom decides a request by its Authorization header value and the
+// client's address, as Verify does, and then applies the from= option of
+// the key that signed the token to client, on every request, remembered
+// tokens included. An invalid client address passes no from= option.
+func (v *Verifier) VerifyFrom(authorization string, client netip.Addr) (Grant, error) {
+	g, err := v.Verify(authorization)
+	if err != nil {
+		return g, err
+	}
+	if r := g.Key.Allows(client, v.now()); r != nil {
+		return Grant{}, r
+	}
+	return g, nil
+}
+
 // Verify decides a request by its Authorization header value. It returns a
-// *Refusal for every request that must not pass.
+// *Refusal for every request that must not pass. It refuses a token of a
+// key past its expiry-time=, but does not know the client's address: use
+// VerifyFrom to apply from= options.
 func (v *Verifier) Verify(authorization string) (Grant, error) {
 	token, err := Credential(authorization)
 	if err != nil {
@@ -72,7 +90,7 @@ func (v *Verifier) Verify(authorization string) (Grant, error) {
 	g, ok := st.seen[sum]
 	st.mu.RUnlock()
 	if ok {
-		if now.Truncate(time.Second).Before(g.Expiry.Add(v.policy.Leeway)) {
+		if now.Truncate(time.Second).Before(g.Expiry.Add(v.policy.Leeway)) && !g.Key.expired(now) {
 			g.Cached = true
 			return g, nil
 		}
