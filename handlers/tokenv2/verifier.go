@@ -1,7 +1,9 @@
 package tokenv2
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,13 +16,16 @@ const DefaultCacheSize = 10000
 // Verifier decides requests against the token_v2 rules with the key set in
 // force. A token that verified once is remembered until it expires, so a
 // client that sends the same token again costs a hash and a map look-up;
-// replacing the key set forgets every remembered token. A Verifier is safe
-// for concurrent use.
+// so does a token whose signature failed, which is remembered as refused (see
+// flood.go for that cache, the failure budget and the cap on concurrent
+// signature checks). Replacing the key set forgets every remembered token. A
+// Verifier is safe for concurrent use.
 type Verifier struct {
 	policy    Policy
 	cacheSize int
 	now       func() time.Time
 	state     atomic.Pointer[verifierState]
+	flood     floodGuard
 }
 
 // verifierState is a key set and the tokens verified with it; both are
@@ -29,6 +34,8 @@ type verifierState struct {
 	keys *KeySet
 	mu   sync.RWMutex
 	seen map[[sha256.Size]byte]Grant
+	// refused holds tokens whose signature failed with keys.
+	refused refusedCache
 }
 
 // NewVerifier returns a Verifier for p that refuses every request until
@@ -43,6 +50,7 @@ func NewVerifier(p Policy, cacheSize int, now func() time.Time) *Verifier {
 		now = time.Now
 	}
 	v := &Verifier{policy: p, cacheSize: cacheSize, now: now}
+	v.flood.init()
 	v.SetKeys(&KeySet{})
 	return v
 }
@@ -56,36 +64,61 @@ func (v *Verifier) SetKeys(ks *KeySet) {
 func (v *Verifier) Keys() *KeySet { return v.state.Load().keys }
 
 // Verify decides a request by its Authorization header value. It returns a
-// *Refusal for every request that must not pass.
+// *Refusal for every request that must not pass. It applies no failure
+// budget: see VerifyFrom.
 func (v *Verifier) Verify(authorization string) (Grant, error) {
+	return v.VerifyFrom(context.Background(), authorization, "")
+}
+
+// VerifyFrom decides a request of client (its IP address) by its
+// Authorization header value, cheapest checks first: a token verified before
+// passes from memory, a token whose signature failed before is refused from
+// memory, then come the rules on the token's form, key and claims, then the
+// client's failure budget, and the signature last. A signature check waits
+// for a free slot while the cap on concurrent checks is reached, at most
+// until ctx ends. An empty client has no failure budget.
+func (v *Verifier) VerifyFrom(ctx context.Context, authorization, client string) (Grant, error) {
 	token, err := Credential(authorization)
 	if err != nil {
 		return Grant{}, err
 	}
 	now := v.now()
 	st := v.state.Load()
-	if v.cacheSize < 0 {
-		return verifyToken(token, st.keys, v.policy, now)
-	}
-	sum := sha256.Sum256([]byte(token))
-	st.mu.RLock()
-	g, ok := st.seen[sum]
-	st.mu.RUnlock()
-	if ok {
-		if now.Truncate(time.Second).Before(g.Expiry.Add(v.policy.Leeway)) {
-			g.Cached = true
-			return g, nil
+	cache := v.cacheSize >= 0
+	var sum [sha256.Size]byte
+	if cache {
+		sum = sha256.Sum256([]byte(token))
+		st.mu.RLock()
+		g, ok := st.seen[sum]
+		st.mu.RUnlock()
+		if ok {
+			if now.Truncate(time.Second).Before(g.Expiry.Add(v.policy.Leeway)) {
+				g.Cached = true
+				return g, nil
+			}
+			st.mu.Lock()
+			delete(st.seen, sum)
+			st.mu.Unlock()
 		}
-		st.mu.Lock()
-		delete(st.seen, sum)
-		st.mu.Unlock()
+		if r := st.refused.lookup(sum, now); r != nil {
+			return Grant{}, r
+		}
 	}
-	g, err = verifyToken(token, st.keys, v.policy, now)
+	c, err := precheck(token, st.keys, v.policy, now)
 	if err != nil {
 		return Grant{}, err
 	}
-	st.remember(sum, g, v.cacheSize, now)
-	return g, nil
+	if err := v.flood.checkSignature(ctx, c, client, now); err != nil {
+		var r *Refusal
+		if cache && errors.As(err, &r) && r.Reason == ReasonSignature {
+			st.refused.add(sum, r, now)
+		}
+		return Grant{}, err
+	}
+	if cache {
+		st.remember(sum, c.grant, v.cacheSize, now)
+	}
+	return c.grant, nil
 }
 
 // remember adds a verified token, making room when the cache is full: first
