@@ -4,7 +4,8 @@
 // (from its metrics) and the valid client's p50 and p99, alone and during the flood.
 //
 // Each forged token carries the header of the valid token (so its kid names the valid key),
-// fresh claims (a new jti, so no two are alike) and random signature bytes of the right length.
+// fresh claims (a new jti, so no two are alike) and a random ECDSA signature (r and s in range,
+// so that each costs a whole signature check).
 // It talks to loopback addresses only and stops after the given durations.
 package main
 
@@ -85,6 +86,10 @@ func run(url, metricsURL, valid, validFrom, from string, sources, conns int, alo
 		b, _ := json.Marshal(c)
 		sig := make([]byte, sigLen)
 		rand.Read(sig)
+		// An ECDSA signature is r and s, each as long as the curve's order: with the
+		// first byte of each zero, both are below the order, so the gateway must do the
+		// whole check to refuse them (random values above it are refused at once).
+		sig[0], sig[sigLen/2] = 0, 0
 		return parts[0] + "." + base64.RawURLEncoding.EncodeToString(b) + "." + base64.RawURLEncoding.EncodeToString(sig)
 	}
 
