@@ -58,10 +58,12 @@ type floodGuard struct {
 	budget *ratelimit.Limiter // nil: no budget
 	slots  chan struct{}
 	checks atomic.Uint64
+	now    func() time.Time
 }
 
-func (f *floodGuard) init() {
+func (f *floodGuard) init(now func() time.Time) {
 	f.slots = make(chan struct{}, MaxSignatureChecks())
+	f.now = now
 }
 
 // SetFailureBudget allows each client IP n failed signature checks per
@@ -81,12 +83,15 @@ func (v *Verifier) SetFailureBudget(n int, per time.Duration, maxClients int) er
 func (v *Verifier) SignatureChecks() uint64 { return v.flood.checks.Load() }
 
 // checkSignature checks c's signature for client, unless client is over its
-// failure budget; a failed check counts against the budget.
+// failure budget; a failed check counts against the budget. The budget is
+// looked at before waiting for a slot and again once the slot is taken, so
+// that a client's checks can overshoot its budget by at most the number of
+// slots less one.
 func (f *floodGuard) checkSignature(ctx context.Context, c *checked, client string, now time.Time) error {
 	budget := f.budget != nil && client != ""
 	if budget {
-		if wait := f.budget.Wait(client, now); wait > 0 {
-			return &Refusal{Reason: ReasonFailureBudget, Detail: fmt.Sprintf("%s had too many signature checks fail", client), RetryAfter: wait}
+		if r := f.overBudget(client, now); r != nil {
+			return r
 		}
 	}
 	select {
@@ -94,13 +99,29 @@ func (f *floodGuard) checkSignature(ctx context.Context, c *checked, client stri
 	case <-ctx.Done():
 		return fmt.Errorf("waiting to check a signature: %w", ctx.Err())
 	}
+	defer func() { <-f.slots }()
+	if budget {
+		// Again: checks of the same client that waited for a slot
+		// meanwhile may have spent the budget.
+		now = f.now()
+		if r := f.overBudget(client, now); r != nil {
+			return r
+		}
+	}
 	f.checks.Add(1)
 	err := c.checkSignature()
-	<-f.slots
 	if err != nil && budget {
 		f.budget.Allow(client, now)
 	}
 	return err
+}
+
+// overBudget refuses client when its budget holds no failure at now.
+func (f *floodGuard) overBudget(client string, now time.Time) *Refusal {
+	if wait := f.budget.Wait(client, now); wait > 0 {
+		return &Refusal{Reason: ReasonFailureBudget, Detail: fmt.Sprintf("%s had too many signature checks fail", client), RetryAfter: wait}
+	}
+	return nil
 }
 
 // refusedCache remembers tokens whose signature failed, by SHA-256, for

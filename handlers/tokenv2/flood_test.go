@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -202,5 +203,44 @@ func TestCachedGrantWhileSignatureChecksBusy(t *testing.T) {
 	<-v.flood.slots
 	if r := verifyFrom(t, v, ctx, token(t, k, validHeader(t, k), freshClaims(k)), "192.0.2.1"); r != nil {
 		t.Fatalf("new token with a free slot: %v", r)
+	}
+}
+
+// Forgeries of one client that wait for a slot together cost no more
+// signature checks than its budget allows.
+func TestFailureBudgetConcurrent(t *testing.T) {
+	v := NewVerifier(Policy{Audience: testAudience}, 0, func() time.Time { return testNow })
+	v.SetKeys(testKeySet(t))
+	if err := v.SetFailureBudget(2, time.Hour, 0); err != nil {
+		t.Fatal(err)
+	}
+	v.flood.slots = make(chan struct{}, 1)
+	v.flood.slots <- struct{}{} // held, so every forgery below waits
+	k := testKeys(t)["p521"]
+	const n = 10
+	toks := make([]string, n)
+	for i := range toks {
+		toks[i] = forged(t, k, freshClaims(k))
+	}
+	reasons := make(chan Reason, n)
+	for _, tok := range toks {
+		go func() {
+			_, err := v.VerifyFrom(context.Background(), "Bearer "+tok, "192.0.2.1")
+			var r *Refusal
+			if errors.As(err, &r) {
+				reasons <- r.Reason
+			} else {
+				reasons <- Reason("unexpected: " + fmt.Sprint(err))
+			}
+		}()
+	}
+	time.Sleep(100 * time.Millisecond) // let them all reach the slot
+	<-v.flood.slots
+	got := map[Reason]int{}
+	for i := 0; i < n; i++ {
+		got[<-reasons]++
+	}
+	if v.SignatureChecks() != 2 || got[ReasonSignature] != 2 || got[ReasonFailureBudget] != n-2 {
+		t.Fatalf("%d signature checks, refusals %v; want 2 checks, 2 %s and %d %s", v.SignatureChecks(), got, ReasonSignature, n-2, ReasonFailureBudget)
 	}
 }

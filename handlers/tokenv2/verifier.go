@@ -50,7 +50,7 @@ func NewVerifier(p Policy, cacheSize int, now func() time.Time) *Verifier {
 		now = time.Now
 	}
 	v := &Verifier{policy: p, cacheSize: cacheSize, now: now}
-	v.flood.init()
+	v.flood.init(now)
 	v.SetKeys(&KeySet{})
 	return v
 }
