@@ -127,19 +127,6 @@ type Policy struct {
 	Leeway time.Duration
 }
 
-// verifyToken applies every token_v2 rule to a bearer credential, with the
-// keys of ks, at time now.
-func verifyToken(token string, ks *KeySet, p Policy, now time.Time) (Grant, error) {
-	c, err := precheck(token, ks, p, now)
-	if err != nil {
-		return Grant{}, err
-	}
-	if err := c.checkSignature(); err != nil {
-		return Grant{}, err
-	}
-	return c.grant, nil
-}
-
 // checked is a token that passed every rule but its signature.
 type checked struct {
 	method jwt.SigningMethod
