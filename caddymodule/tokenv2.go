@@ -26,6 +26,7 @@ import (
 
 	"github.com/nutsgate/nutsgate/handlers/tokenv2"
 	"github.com/nutsgate/nutsgate/internal/filewatch"
+	"github.com/nutsgate/nutsgate/ratelimit"
 )
 
 func init() {
@@ -55,6 +56,15 @@ func init() {
 // address Caddy determined (honouring `trusted_proxies`); a refusal for them
 // is logged and counted with reason `key_from` or `key_expired`. Set
 // `key_options ignore` for the node's behaviour, which ignores them.
+//
+// A flood of forged tokens costs little: the cheap checks (form, `kid`,
+// claims) come before the signature, a token whose signature failed is
+// refused from memory when sent again, and each client IP (as Caddy
+// determines it, honouring `trusted_proxies`) may have at most `failures`
+// signature checks fail; over that budget its requests are answered 429 with
+// `Retry-After`, without a signature check, except those with a token
+// verified before. At most one signature check per CPU but one runs at once,
+// and a token verified before never waits for one.
 //
 // Placeholders set on success, by the authentication handler:
 //
@@ -86,6 +96,11 @@ type TokenV2 struct {
 	// ignored.
 	KeyOptions string `json:"key_options,omitempty"`
 
+	// Failed signature checks allowed per client IP, as `<n>/<duration>`
+	// (a token bucket of n, refilled at n per duration). Over it: 429 with
+	// `Retry-After`, and no signature is checked. Default: 100/1m.
+	Failures string `json:"failures,omitempty"`
+
 	verifier *tokenv2.Verifier
 	poolKey  string
 	logger   *zap.Logger
@@ -109,7 +124,8 @@ func (s *sharedKeys) Destruct() error {
 }
 
 // refusedVar marks a request that token_v2 refused, so that the error route
-// of the directive answers it and nothing else.
+// of the directive answers it and nothing else: "1" with 401, "429" with 429
+// (over the failure budget).
 const refusedVar = "nutsgate_token_v2_refused"
 
 // CaddyModule returns the Caddy module information.
@@ -149,11 +165,20 @@ func (t *TokenV2) Provision(ctx caddy.Context) error {
 	default:
 		return fmt.Errorf("key_options %q: must be enforce or ignore", t.KeyOptions)
 	}
+	failures, failuresPer := tokenv2.DefaultFailures, tokenv2.DefaultFailuresPer
+	if t.Failures != "" {
+		if failures, failuresPer, err = ratelimit.ParseRate(t.Failures); err != nil {
+			return fmt.Errorf("failures: %v", err)
+		}
+	}
 	policy := tokenv2.Policy{Audience: t.Audience, Leeway: time.Duration(t.Leeway), IgnoreKeyOptions: t.KeyOptions == "ignore"}
-	t.poolKey = fmt.Sprintf("%s\x00%s\x00%d\x00%t", path, policy.Audience, policy.Leeway, policy.IgnoreKeyOptions)
+	t.poolKey = fmt.Sprintf("%s\x00%s\x00%d\x00%t\x00%d/%d", path, policy.Audience, policy.Leeway, policy.IgnoreKeyOptions, failures, failuresPer)
 	logger := t.logger
 	val, _, err := keySets.LoadOrNew(t.poolKey, func() (caddy.Destructor, error) {
 		v := tokenv2.NewVerifier(policy, 0, nil)
+		if err := v.SetFailureBudget(failures, failuresPer, 0); err != nil {
+			return nil, err
+		}
 		kf, err := tokenv2.LoadKeyFile(path, v, logger)
 		if err != nil {
 			return nil, err
@@ -182,14 +207,19 @@ func (t *TokenV2) Cleanup() error {
 // `WWW-Authenticate: Bearer` and is reported as not authenticated, never as
 // an error.
 func (t *TokenV2) Authenticate(w http.ResponseWriter, r *http.Request) (caddyauth.User, bool, error) {
-	g, err := t.verifier.VerifyFrom(r.Header.Get("Authorization"), clientAddr(r))
+	g, err := t.verifier.VerifyFrom(r.Context(), r.Header.Get("Authorization"), clientAddr(r))
 	if err != nil {
 		var refusal *tokenv2.Refusal
 		if !errors.As(err, &refusal) {
 			return caddyauth.User{}, false, err
 		}
-		w.Header().Set("WWW-Authenticate", "Bearer")
-		caddyhttp.SetVar(r.Context(), refusedVar, "1")
+		if refusal.Reason == tokenv2.ReasonFailureBudget {
+			w.Header().Set("Retry-After", strconv.Itoa(ratelimit.RetryAfterSeconds(refusal.RetryAfter)))
+			caddyhttp.SetVar(r.Context(), refusedVar, "429")
+		} else {
+			w.Header().Set("WWW-Authenticate", "Bearer")
+			caddyhttp.SetVar(r.Context(), refusedVar, "1")
+		}
 		reason := string(refusal.Reason)
 		authDecisions.WithLabelValues("denied", reason).Inc()
 		if c, sup := tokenRefusalLog.Check(t.logger, zapcore.InfoLevel, reason, "access denied"); c != nil {
@@ -211,6 +241,7 @@ func (t *TokenV2) Authenticate(w http.ResponseWriter, r *http.Request) (caddyaut
 //	    audience        <aud>
 //	    leeway          <duration>
 //	    key_options     enforce|ignore
+//	    failures        <n>/<duration>
 //	}
 func (t *TokenV2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -254,6 +285,14 @@ func (t *TokenV2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 				return d.Errf("key_options %q: must be enforce or ignore", val)
 			}
 			t.KeyOptions = val
+		case "failures":
+			if t.Failures != "" {
+				return d.Err("failures already specified")
+			}
+			if _, _, err := ratelimit.ParseRate(val); err != nil {
+				return d.Errf("failures: %v", err)
+			}
+			t.Failures = val
 		default:
 			return d.Errf("unrecognized subdirective %q", opt)
 		}
@@ -266,8 +305,9 @@ func (t *TokenV2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // parseTokenV2 builds the handler of the token_v2 directive: Caddy's
 // authentication handler with the token_v2 provider, in a subroute whose
-// error route answers the provider's refusals with 401 `Unauthorized` and
-// passes every other error on unchanged in status and message.
+// error route answers the provider's refusals with 401 `Unauthorized` (429
+// `Too Many Requests` over the failure budget) and passes every other error
+// on unchanged in status and message.
 func parseTokenV2(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	var t TokenV2
 	if err := t.UnmarshalCaddyfile(h.Dispenser); err != nil {
@@ -279,6 +319,11 @@ func parseTokenV2(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 		Headers:    http.Header{"Content-Type": []string{"text/plain; charset=utf-8"}},
 		Body:       "Unauthorized",
 	}
+	tooMany := caddyhttp.StaticResponse{
+		StatusCode: caddyhttp.WeakString(strconv.Itoa(http.StatusTooManyRequests)),
+		Headers:    http.Header{"Content-Type": []string{"text/plain; charset=utf-8"}},
+		Body:       "Too Many Requests",
+	}
 	passOn := caddyhttp.StaticError{StatusCode: "{http.error.status_code}", Error: "{http.error.message}"}
 	return &caddyhttp.Subroute{
 		Routes: caddyhttp.RouteList{{
@@ -288,6 +333,10 @@ func parseTokenV2(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			{
 				MatcherSetsRaw: caddyhttp.RawMatcherSets{caddy.ModuleMap{"vars": caddyconfig.JSON(caddyhttp.VarsMatcher{refusedVar: {"1"}}, nil)}},
 				HandlersRaw:    []json.RawMessage{caddyconfig.JSONModuleObject(unauthorized, "handler", "static_response", nil)},
+			},
+			{
+				MatcherSetsRaw: caddyhttp.RawMatcherSets{caddy.ModuleMap{"vars": caddyconfig.JSON(caddyhttp.VarsMatcher{refusedVar: {"429"}}, nil)}},
+				HandlersRaw:    []json.RawMessage{caddyconfig.JSONModuleObject(tooMany, "handler", "static_response", nil)},
 			},
 			{HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(passOn, "handler", "error", nil)}},
 		}},

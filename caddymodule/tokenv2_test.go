@@ -36,6 +36,9 @@ func TestTokenV2Caddyfile(t *testing.T) {
 		{"bad key_options", "token_v2 {\n authorized_keys a\n key_options off\n}", `key_options "off": must be enforce or ignore, at Testfile:3`, TokenV2{}},
 		{"bad leeway", "token_v2 {\n authorized_keys a\n leeway soon\n}", `leeway "soon": time: invalid duration "soon", at Testfile:3`, TokenV2{}},
 		{"negative leeway", "token_v2 {\n authorized_keys a\n leeway -1s\n}", `leeway "-1s" must not be negative, at Testfile:3`, TokenV2{}},
+		{"failures", "token_v2 {\n authorized_keys a\n failures 5/10s\n}", "", TokenV2{AuthorizedKeys: "a", Failures: "5/10s"}},
+		{"bad failures", "token_v2 {\n authorized_keys a\n failures 5\n}", `failures: invalid rate "5": want <events>/<duration>, such as 50/1s, at Testfile:3`, TokenV2{}},
+		{"failures twice", "token_v2 {\n authorized_keys a\n failures 5/1s\n failures 6/1s\n}", "failures already specified, at Testfile:4", TokenV2{}},
 		{"unknown", "token_v2 {\n authorized_keys a\n realm x\n}", `unrecognized subdirective "realm", at Testfile:3`, TokenV2{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -47,7 +50,7 @@ func TestTokenV2Caddyfile(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got.AuthorizedKeys != tc.want.AuthorizedKeys || got.Audience != tc.want.Audience || got.Leeway != tc.want.Leeway || got.KeyOptions != tc.want.KeyOptions {
+			if err != nil || got.AuthorizedKeys != tc.want.AuthorizedKeys || got.Audience != tc.want.Audience || got.Leeway != tc.want.Leeway || got.KeyOptions != tc.want.KeyOptions || got.Failures != tc.want.Failures {
 				t.Fatalf("got %+v, %v; want %+v", got, err, tc.want)
 			}
 		})

@@ -1,6 +1,7 @@
 package tokenv2
 
 import (
+	"context"
 	"errors"
 	"net/netip"
 	"strings"
@@ -192,7 +193,7 @@ func TestVerifyKeyOptions(t *testing.T) {
 	auth := "Bearer " + validToken(t, k)
 	verify := func(addr string, want Reason) Grant {
 		t.Helper()
-		g, err := v.VerifyFrom(auth, netip.MustParseAddr(addr))
+		g, err := v.VerifyFrom(context.Background(), auth, netip.MustParseAddr(addr))
 		var r *Refusal
 		switch {
 		case want == "" && err != nil:
@@ -227,4 +228,32 @@ func TestVerifyKeyOptions(t *testing.T) {
 	v.SetKeys(ks)
 	verify("10.1.2.3", "")
 	verify("192.0.2.1", "")
+}
+
+// A forged token that names a key whose from= or expiry-time= refuses the
+// request is refused for that, before any signature check: both are cheap.
+func TestKeyOptionsBeforeSignature(t *testing.T) {
+	k := testKeys(t)["p521"]
+	for _, tc := range []struct {
+		options string
+		want    Reason
+	}{
+		{`from="10.0.0.0/8"`, ReasonKeyFrom},
+		{`expiry-time="20200101Z"`, ReasonKeyExpired},
+	} {
+		v := NewVerifier(Policy{Audience: testAudience}, 0, func() time.Time { return testNow })
+		ks, _, err := parseAuthorizedKeys([]byte(tc.options+" "+authorizedKeyLine(t, k)), true, time.UTC)
+		if err != nil {
+			t.Fatal(err)
+		}
+		v.SetKeys(ks)
+		_, err = v.VerifyFrom(context.Background(), "Bearer "+forged(t, k, freshClaims(k)), netip.MustParseAddr("192.0.2.1"))
+		var r *Refusal
+		if !errors.As(err, &r) || r.Reason != tc.want {
+			t.Errorf("%s: %v, want %s", tc.options, err, tc.want)
+		}
+		if n := v.SignatureChecks(); n != 0 {
+			t.Errorf("%s: %d signature checks, want 0", tc.options, n)
+		}
+	}
 }

@@ -53,6 +53,9 @@ const (
 type Refusal struct {
 	Reason Reason
 	Detail string
+	// RetryAfter, for ReasonFailureBudget only, is how long until the
+	// client may have a signature checked again.
+	RetryAfter time.Duration
 }
 
 func (r *Refusal) Error() string { return string(r.Reason) + ": " + r.Detail }
@@ -140,45 +143,64 @@ type Policy struct {
 	IgnoreKeyOptions bool
 }
 
-// verifyToken applies every token_v2 rule to a bearer credential, with the
-// keys of ks, at time now.
-func verifyToken(token string, ks *KeySet, p Policy, now time.Time) (Grant, error) {
+// checked is a token that passed every rule but its signature.
+type checked struct {
+	method jwt.SigningMethod
+	input  string // the signing input: header and claims parts
+	sig    []byte
+	key    *Key
+	grant  Grant
+}
+
+// precheck applies every rule but the signature, cheap checks all: the form,
+// the header, the key that kid names, and the claims. A forged token that
+// fails any of them costs no signature check.
+func precheck(token string, ks *KeySet, p Policy, now time.Time) (*checked, error) {
 	parts := strings.Split(token, ".")
 	if len(parts) != 3 {
-		return Grant{}, refuse(ReasonMalformed, "not a compact JWS: %d parts", len(parts))
+		return nil, refuse(ReasonMalformed, "not a compact JWS: %d parts", len(parts))
 	}
 	header, err := decodePart(parts[0], "header")
 	if err != nil {
-		return Grant{}, err
+		return nil, err
 	}
 	alg, kid, err := checkHeader(header)
 	if err != nil {
-		return Grant{}, err
+		return nil, err
 	}
 	sig, err := b64.DecodeString(parts[2])
 	if err != nil || len(sig) == 0 {
-		return Grant{}, refuse(ReasonMalformed, "signature is not base64url")
+		return nil, refuse(ReasonMalformed, "signature is not base64url")
 	}
 	key, ok := ks.Lookup(kid)
 	if !ok {
-		return Grant{}, refuse(ReasonUnknownKey, "kid %q names no authorized key", kid)
+		return nil, refuse(ReasonUnknownKey, "kid %q names no authorized key", kid)
 	}
 	a := algorithms[alg]
 	if !a.fits(key.Public) {
-		return Grant{}, refuse(ReasonKeyMismatch, "%s does not fit the key of line %d", alg, key.Line)
-	}
-	if err := a.method.Verify(token[:len(parts[0])+1+len(parts[1])], sig, key.Public); err != nil {
-		return Grant{}, refuse(ReasonSignature, "signature does not verify with the key of line %d", key.Line)
+		return nil, refuse(ReasonKeyMismatch, "%s does not fit the key of line %d", alg, key.Line)
 	}
 	claims, err := decodePart(parts[1], "claims")
 	if err != nil {
-		return Grant{}, err
+		return nil, err
 	}
 	g, err := checkClaims(claims, key, p, now)
-	if err == nil && key.expired(now) {
-		return Grant{}, key.Allows(netip.Addr{}, now)
+	if err != nil {
+		return nil, err
 	}
-	return g, err
+	if key.expired(now) {
+		return nil, key.Allows(netip.Addr{}, now)
+	}
+	return &checked{method: a.method, input: token[:len(parts[0])+1+len(parts[1])], sig: sig, key: key, grant: g}, nil
+}
+
+// checkSignature verifies the signature of a token that passed precheck: the
+// one costly check, made last.
+func (c *checked) checkSignature() error {
+	if err := c.method.Verify(c.input, c.sig, c.key.Public); err != nil {
+		return refuse(ReasonSignature, "signature does not verify with the key of line %d", c.key.Line)
+	}
+	return nil
 }
 
 func decodePart(part, what string) (map[string]json.RawMessage, error) {
@@ -229,8 +251,8 @@ func checkHeader(h map[string]json.RawMessage) (alg, kid string, err error) {
 	return alg, kid, nil
 }
 
-// checkClaims applies the rules on the claims of a token whose signature
-// verified with key.
+// checkClaims applies the rules on the claims of a token whose kid names
+// key; its signature is checked after them.
 func checkClaims(c map[string]json.RawMessage, key *Key, p Policy, now time.Time) (Grant, error) {
 	for _, name := range []string{"jti", "iat", "exp", "nbf", "aud", "iss", "sub"} {
 		if _, ok := c[name]; !ok {

@@ -1,7 +1,9 @@
 package tokenv2
 
 import (
+	"context"
 	"crypto/sha256"
+	"errors"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -15,13 +17,16 @@ const DefaultCacheSize = 10000
 // Verifier decides requests against the token_v2 rules with the key set in
 // force. A token that verified once is remembered until it expires, so a
 // client that sends the same token again costs a hash and a map look-up;
-// replacing the key set forgets every remembered token. A Verifier is safe
-// for concurrent use.
+// so does a token whose signature failed, which is remembered as refused (see
+// flood.go for that cache, the failure budget and the cap on concurrent
+// signature checks). Replacing the key set forgets every remembered token. A
+// Verifier is safe for concurrent use.
 type Verifier struct {
 	policy    Policy
 	cacheSize int
 	now       func() time.Time
 	state     atomic.Pointer[verifierState]
+	flood     floodGuard
 }
 
 // verifierState is a key set and the tokens verified with it; both are
@@ -30,6 +35,8 @@ type verifierState struct {
 	keys *KeySet
 	mu   sync.RWMutex
 	seen map[[sha256.Size]byte]Grant
+	// refused holds tokens whose signature failed with keys.
+	refused refusedCache
 }
 
 // NewVerifier returns a Verifier for p that refuses every request until
@@ -44,6 +51,7 @@ func NewVerifier(p Policy, cacheSize int, now func() time.Time) *Verifier {
 		now = time.Now
 	}
 	v := &Verifier{policy: p, cacheSize: cacheSize, now: now}
+	v.flood.init(now)
 	v.SetKeys(&KeySet{})
 	return v
 }
@@ -56,54 +64,86 @@ func (v *Verifier) SetKeys(ks *KeySet) {
 // Keys returns the key set in force.
 func (v *Verifier) Keys() *KeySet { return v.state.Load().keys }
 
-// VerifyFrom decides a request by its Authorization header value and the
-// client's address, as Verify does, and then applies the from= option of
-// the key that signed the token to client, on every request, remembered
-// tokens included. An invalid client address passes no from= option.
-func (v *Verifier) VerifyFrom(authorization string, client netip.Addr) (Grant, error) {
-	g, err := v.Verify(authorization)
-	if err != nil {
-		return g, err
-	}
-	if r := g.Key.Allows(client, v.now()); r != nil {
-		return Grant{}, r
-	}
-	return g, nil
-}
-
 // Verify decides a request by its Authorization header value. It returns a
 // *Refusal for every request that must not pass. It refuses a token of a
-// key past its expiry-time=, but does not know the client's address: use
-// VerifyFrom to apply from= options.
+// key past its expiry-time=, but knows no client: it applies no from=
+// option and no failure budget (see VerifyFrom).
 func (v *Verifier) Verify(authorization string) (Grant, error) {
+	return v.verify(context.Background(), authorization, netip.Addr{}, false)
+}
+
+// VerifyFrom decides a request of client (its IP address; the zero Addr if
+// unknown) by its Authorization header value, cheapest checks first: a
+// token verified before passes from memory, a token whose signature failed
+// before is refused from memory, then come the rules on the token's form,
+// key and claims, the from= option of its key (on remembered tokens too),
+// then the client's failure budget, and the signature last. A signature
+// check waits for a free slot while the cap on concurrent checks is
+// reached, at most until ctx ends. Clients whose address is unknown share
+// one failure budget; an unknown address passes no from= option.
+func (v *Verifier) VerifyFrom(ctx context.Context, authorization string, client netip.Addr) (Grant, error) {
+	return v.verify(ctx, authorization, client, true)
+}
+
+// verify is Verify, and with fromClient VerifyFrom.
+func (v *Verifier) verify(ctx context.Context, authorization string, client netip.Addr, fromClient bool) (Grant, error) {
 	token, err := Credential(authorization)
 	if err != nil {
 		return Grant{}, err
 	}
 	now := v.now()
 	st := v.state.Load()
-	if v.cacheSize < 0 {
-		return verifyToken(token, st.keys, v.policy, now)
-	}
-	sum := sha256.Sum256([]byte(token))
-	st.mu.RLock()
-	g, ok := st.seen[sum]
-	st.mu.RUnlock()
-	if ok {
-		if now.Truncate(time.Second).Before(g.Expiry.Add(v.policy.Leeway)) && !g.Key.expired(now) {
-			g.Cached = true
-			return g, nil
+	allowed := func(g Grant) error {
+		if r := g.Key.Allows(client, now); fromClient && r != nil {
+			return r
 		}
-		st.mu.Lock()
-		delete(st.seen, sum)
-		st.mu.Unlock()
+		return nil
 	}
-	g, err = verifyToken(token, st.keys, v.policy, now)
+	cache := v.cacheSize >= 0
+	var sum [sha256.Size]byte
+	if cache {
+		sum = sha256.Sum256([]byte(token))
+		st.mu.RLock()
+		g, ok := st.seen[sum]
+		st.mu.RUnlock()
+		if ok {
+			if now.Truncate(time.Second).Before(g.Expiry.Add(v.policy.Leeway)) && !g.Key.expired(now) {
+				if err := allowed(g); err != nil {
+					return Grant{}, err
+				}
+				g.Cached = true
+				return g, nil
+			}
+			st.mu.Lock()
+			delete(st.seen, sum)
+			st.mu.Unlock()
+		}
+		if r := st.refused.lookup(sum, now); r != nil {
+			return Grant{}, r
+		}
+	}
+	c, err := precheck(token, st.keys, v.policy, now)
 	if err != nil {
 		return Grant{}, err
 	}
-	st.remember(sum, g, v.cacheSize, now)
-	return g, nil
+	if err := allowed(c.grant); err != nil {
+		return Grant{}, err
+	}
+	budget := "" // no failure budget
+	if fromClient {
+		budget = client.String() // "invalid IP" for every unknown client
+	}
+	if err := v.flood.checkSignature(ctx, c, budget, now); err != nil {
+		var r *Refusal
+		if cache && errors.As(err, &r) && r.Reason == ReasonSignature {
+			st.refused.add(sum, r, now)
+		}
+		return Grant{}, err
+	}
+	if cache {
+		st.remember(sum, c.grant, v.cacheSize, now)
+	}
+	return c.grant, nil
 }
 
 // remember adds a verified token, making room when the cache is full: first
