@@ -53,9 +53,6 @@ func (v *Verifier) SetKeys(ks *KeySet) {
 	v.state.Store(&verifierState{keys: ks, seen: make(map[[sha256.Size]byte]Grant)})
 }
 
-// Keys returns the key set in force.
-func (v *Verifier) Keys() *KeySet { return v.state.Load().keys }
-
 // VerifyFrom decides a request by its Authorization header value and the
 // client's address, as Verify does, and then applies the from= option of
 // the key that signed the token to client, on every request, remembered
