@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -187,7 +188,7 @@ func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 func setOnce(field *string, val string) error {
 	if *field != "" {
-		return fmt.Errorf("already specified")
+		return errors.New("already specified")
 	}
 	*field = val
 	return nil
@@ -195,7 +196,7 @@ func setOnce(field *string, val string) error {
 
 func setCount(field *int, val string) error {
 	if *field != 0 {
-		return fmt.Errorf("already specified")
+		return errors.New("already specified")
 	}
 	n, err := strconv.Atoi(val)
 	if err != nil || n <= 0 {

@@ -38,7 +38,7 @@ func init() {
 // TokenV2 authenticates requests with the Nuts node's token_v2 rules: an
 // `Authorization: Bearer <jwt>` header carrying a JWT signed by one of the
 // keys of an SSH authorized_keys file, whose `iss` is the user name that the
-// file gives for that key. See token_v2-rules.md for every rule.
+// file gives for that key. docs/token_v2.md lists every rule, numbered.
 //
 // It is a provider of Caddy's `authentication` handler. The Caddyfile
 // directive `token_v2` also answers every refusal with status 401, body

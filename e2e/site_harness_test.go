@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -327,7 +328,7 @@ func scrapeMetricsAt(t *testing.T, addr, prefix string) map[metricSample]float64
 func parseSampleLine(line string) (name string, labels []string, value float64, err error) {
 	i := strings.IndexAny(line, "{ ")
 	if i < 0 {
-		return "", nil, 0, fmt.Errorf("no value")
+		return "", nil, 0, errors.New("no value")
 	}
 	name, rest := line[:i], line[i:]
 	if rest[0] == '{' {
@@ -340,14 +341,14 @@ func parseSampleLine(line string) (name string, labels []string, value float64, 
 			}
 			eq := strings.Index(rest, "=\"")
 			if eq < 0 {
-				return "", nil, 0, fmt.Errorf("bad labels")
+				return "", nil, 0, errors.New("bad labels")
 			}
 			label := rest[:eq]
 			rest = rest[eq+2:]
 			var val strings.Builder
 			for {
 				if rest == "" {
-					return "", nil, 0, fmt.Errorf("unterminated label value")
+					return "", nil, 0, errors.New("unterminated label value")
 				}
 				ch := rest[0]
 				rest = rest[1:]

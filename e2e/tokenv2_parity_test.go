@@ -11,9 +11,9 @@ import (
 )
 
 // TestTokenV2Parity proves, through the running binary, the verdicts where the gateway follows
-// the node beyond a plain reading of the rules: PS512 only with a PSS salt as long as the hash,
-// typ only as a string, and a date as a digit string with a fraction. Each refused request never
-// reaches the upstream.
+// the node beyond a plain reading of the rules (docs/token_v2.md): PS512 only with a PSS salt as
+// long as the hash, typ only as a string, and a date as a digit string with a fraction. Each
+// refused request never reaches the upstream.
 func TestTokenV2Parity(t *testing.T) {
 	t.Parallel()
 	rsaK := newKey(t, rsaKey, "rsa-user")

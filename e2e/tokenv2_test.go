@@ -134,7 +134,7 @@ func TestTokenV2Refusals(t *testing.T) {
 	}
 }
 
-// TestTokenV2NoUsableKeys proves rule 19: a file with no usable key still starts, and every
+// TestTokenV2NoUsableKeys proves rule 19 (docs/token_v2.md): a file with no usable key still starts, and every
 // token is then refused.
 func TestTokenV2NoUsableKeys(t *testing.T) {
 	t.Parallel()

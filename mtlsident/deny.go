@@ -80,9 +80,6 @@ func trimEntry(s string) string {
 	return t
 }
 
-// Same reports whether two entries deny the same clients.
-func (e Entry) Same(o Entry) bool { return e.key == o.key }
-
 // DenyList is an immutable set of entries.
 type DenyList struct {
 	entries []Entry

@@ -158,10 +158,10 @@ func parsePattern(s string) (pattern, error) {
 		return pattern{o: o}, nil
 	}
 	if strings.HasPrefix(o.host, "[") || strings.Count(o.host, ".") < 1 {
-		return pattern{}, fmt.Errorf("a wildcard must stand below a domain of two or more labels, as in https://*.example.com")
+		return pattern{}, errors.New("a wildcard must stand below a domain of two or more labels, as in https://*.example.com")
 	}
 	if _, err := netip.ParseAddr(o.host); err == nil {
-		return pattern{}, fmt.Errorf("a wildcard cannot stand below an IP address")
+		return pattern{}, errors.New("a wildcard cannot stand below an IP address")
 	}
 	o.host = "." + o.host
 	return pattern{wildcard: true, o: o}, nil

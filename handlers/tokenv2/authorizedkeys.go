@@ -12,6 +12,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rsa"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"net/netip"
 	"time"
@@ -137,7 +138,7 @@ func parseAuthorizedKeys(data []byte, enforce bool, loc *time.Location) (*KeySet
 			return nil, nil, &ParseError{Line: lineNo, Err: fmt.Errorf("not an authorized_keys entry: %v", err)}
 		}
 		if len(bytes.TrimSpace(rest)) > 0 {
-			return nil, nil, &ParseError{Line: lineNo, Err: fmt.Errorf("unexpected data after the key")}
+			return nil, nil, &ParseError{Line: lineNo, Err: errors.New("unexpected data after the key")}
 		}
 		var from *FromPatterns
 		var expires time.Time

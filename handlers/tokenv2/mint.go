@@ -48,19 +48,32 @@ func ParsePrivateKey(data []byte) (crypto.Signer, error) {
 			return nil, fmt.Errorf("not a private key in OpenSSH, PEM or JWK form: %v", err)
 		}
 	}
-	switch k := key.(type) {
-	case *ed25519.PrivateKey:
-		return *k, nil
-	case ed25519.PrivateKey, *ecdsa.PrivateKey:
-		return k.(crypto.Signer), nil
-	case *rsa.PrivateKey:
-		if k.N.BitLen() < minRSABits {
-			return nil, fmt.Errorf("RSA key of %d bits is shorter than %d", k.N.BitLen(), minRSABits)
-		}
-		return k, nil
-	default:
+	if k, ok := key.(*ed25519.PrivateKey); ok {
+		key = *k
+	}
+	signer, ok := key.(crypto.Signer)
+	if !ok {
 		return nil, fmt.Errorf("key type %T cannot sign token_v2 tokens", key)
 	}
+	if err := checkKey(signer.Public()); err != nil {
+		return nil, err
+	}
+	return signer, nil
+}
+
+// checkKey returns an error unless pub is a key that signs token_v2 tokens:
+// ECDSA, Ed25519, or RSA of at least minRSABits bits.
+func checkKey(pub crypto.PublicKey) error {
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey, ed25519.PublicKey:
+		return nil
+	case *rsa.PublicKey:
+		if k.N.BitLen() < minRSABits {
+			return fmt.Errorf("RSA key of %d bits is shorter than %d", k.N.BitLen(), minRSABits)
+		}
+		return nil
+	}
+	return fmt.Errorf("key type %T cannot sign token_v2 tokens", pub)
 }
 
 // ParsePublicKey reads a public key: any private key ParsePrivateKey
@@ -107,17 +120,10 @@ func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
 		}
 		key = cpk.CryptoPublicKey()
 	}
-	switch k := key.(type) {
-	case *ecdsa.PublicKey, ed25519.PublicKey:
-		return k, nil
-	case *rsa.PublicKey:
-		if k.N.BitLen() < minRSABits {
-			return nil, fmt.Errorf("RSA key of %d bits is shorter than %d", k.N.BitLen(), minRSABits)
-		}
-		return k, nil
-	default:
-		return nil, fmt.Errorf("key type %T cannot sign token_v2 tokens", key)
+	if err := checkKey(key); err != nil {
+		return nil, err
 	}
+	return key, nil
 }
 
 // AuthorizedKeyLine returns the authorized_keys line for pub and user.

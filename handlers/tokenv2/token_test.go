@@ -74,6 +74,8 @@ func del(name string) func(map[string]any) {
 	return func(m map[string]any) { delete(m, name) }
 }
 
+// The rule numbers in the comments below are those of docs/token_v2.md.
+
 // Rule 1: the Authorization header.
 func TestRuleAuthorizationHeader(t *testing.T) {
 	v := testVerifier(t, Policy{})

@@ -61,8 +61,6 @@ func (v *Verifier) SetKeys(ks *KeySet) {
 	v.state.Store(&verifierState{keys: ks, seen: make(map[[sha256.Size]byte]Grant)})
 }
 
-// Keys returns the key set in force.
-func (v *Verifier) Keys() *KeySet { return v.state.Load().keys }
 
 // Verify decides a request by its Authorization header value. It returns a
 // *Refusal for every request that must not pass. It refuses a token of a
