@@ -61,7 +61,6 @@ func (v *Verifier) SetKeys(ks *KeySet) {
 	v.state.Store(&verifierState{keys: ks, seen: make(map[[sha256.Size]byte]Grant)})
 }
 
-
 // Verify decides a request by its Authorization header value. It returns a
 // *Refusal for every request that must not pass. It refuses a token of a
 // key past its expiry-time=, but knows no client: it applies no from=
