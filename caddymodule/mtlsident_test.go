@@ -323,9 +323,9 @@ func TestCaddyfileAdapt(t *testing.T) {
 		{":80 {\n mtls_ident {\n max_open many\n }\n}", `max_open: "many" is not a positive whole number`},
 		{":80 {\n mtls_ident {\n max_open\n }\n}", "max_open takes one value"},
 		{":80 {\n mtls_ident {\n max_open 5\n max_open 6\n }\n}", "max_open: already specified"},
-		{":80 {\n client_rate_limit {\n rate 5\n }\n}", "rate"},
+		{":80 {\n client_rate_limit {\n rate 5\n }\n}", `rate: invalid rate "5": want <events>/<duration>`},
 		{":80 {\n client_rate_limit {\n burst 5\n }\n}", "rate is required"},
-		{":80 {\n client_rate_limit {\n rate 5/1s\n max_keys -1\n }\n}", "max_keys"},
+		{":80 {\n client_rate_limit {\n rate 5/1s\n max_keys -1\n }\n}", `max_keys: "-1" is not a positive whole number`},
 		{"{\n nutsgate {\n deny_file\n }\n}\n:80", "wrong argument count"},
 	} {
 		_, err := adapt(tc.body)
