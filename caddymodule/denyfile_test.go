@@ -19,7 +19,7 @@ func TestDenyFileBadLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := provisioned(t, &MTLSIdent{DenyFile: path})
-	if n := len(m.file.Load().Entries()); n != 3 {
+	if n := len(m.file.List().Entries()); n != 3 {
 		t.Errorf("%d entries in force, want 3", n)
 	}
 	if v := invalidLines(t, path); v != 1 {

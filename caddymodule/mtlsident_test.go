@@ -67,10 +67,11 @@ func (n *nextRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 
 func provisioned(t *testing.T, m *MTLSIdent) *MTLSIdent {
 	t.Helper()
-	if err := m.Provision(caddy.Context{Context: context.Background()}); err != nil {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel) // ends watching the deny file
+	if err := m.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = m.Cleanup() })
 	return m
 }
 
@@ -351,10 +352,11 @@ func BenchmarkMTLSIdent(b *testing.B) {
 	}
 	withStore(b, store)
 	m := &MTLSIdent{Require: true, Deny: []string{"CN=another"}, DenyFile: denyFile}
-	if err := m.Provision(caddy.Context{Context: context.Background()}); err != nil {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(cancel) // ends watching the deny file
+	if err := m.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = m.Cleanup() })
 	cert := clientCert(b, pkix.Name{CommonName: "node-a", Organization: []string{"Nuts"}})
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	w := httptest.NewRecorder()

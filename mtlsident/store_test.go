@@ -1,11 +1,15 @@
 package mtlsident
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 func TestStore(t *testing.T) {
@@ -84,5 +88,50 @@ func TestStore(t *testing.T) {
 	}
 	if _, err := NewStore("", nil).Add(a); !errors.Is(err, ErrNoFile) {
 		t.Fatalf("store without file: %v", err)
+	}
+}
+
+// TestStoreWatch: Watch loads an edit of the file by hand and calls onLoad,
+// but not for the content Load already put in force, and not once its
+// context has ended.
+func TestStoreWatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "deny")
+	if err := os.WriteFile(path, []byte("CN=a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(path, nil)
+	if err := s.Load(); err != nil {
+		t.Fatal(err)
+	}
+	loads := make(chan int, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Watch(ctx, 5*time.Millisecond, zap.NewNop(), func() { loads <- len(s.List().Entries()) })
+	select {
+	case n := <-loads:
+		t.Fatalf("the content already in force was loaded again (%d entries)", n)
+	case <-time.After(100 * time.Millisecond): // twenty checks
+	}
+	if err := os.WriteFile(path, []byte("CN=a\nCN=b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-loads; n != 2 {
+		t.Fatalf("after an edit: %d entries in force, want 2", n)
+	}
+	cancel()
+	time.Sleep(20 * time.Millisecond) // a check under way ends
+	for len(loads) > 0 {
+		<-loads
+	}
+	if err := os.WriteFile(path, []byte("CN=c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-loads:
+		t.Fatalf("an edit was loaded after the watch ended (%d entries)", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if got := s.List().Entries(); len(got) != 2 {
+		t.Fatalf("entries in force after the watch ended: %v, want the two of before", got)
 	}
 }
