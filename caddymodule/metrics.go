@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -133,7 +134,9 @@ func newDenyFileReporter(ctx caddy.Context, path string, logger *zap.Logger) *de
 	}
 	denyFiles.byPath[path].users++
 	denyFiles.Unlock()
-	ctx.OnCancel(func() {
+	// Not ctx.OnCancel: Provision gets a copy of the config's context, and
+	// Caddy never runs what is added to the copy.
+	context.AfterFunc(ctx, func() {
 		denyFiles.Lock()
 		defer denyFiles.Unlock()
 		if f := denyFiles.byPath[path]; f != nil {
