@@ -42,10 +42,7 @@ func TestDenyFileLogsOnce(t *testing.T) {
 		t.Errorf("one edit logged \"deny_file reloaded\" %d times, want 1", n)
 	}
 
-	args := []string{"reload", "--config", g.cfgPath, "--adapter", "caddyfile", "--address", g.addr(g.Admin), "--force"}
-	if res := runBin(t, cliTimeout, args...); res.code != 0 {
-		t.Fatalf("nutsgate reload: exit status %d\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
-	}
+	g.reload(t)
 	awaitReload(t, g.process, func() error {
 		_, err := http.Get("http://" + g.addr(g.Admin) + "/config/")
 		return err
@@ -69,11 +66,18 @@ func TestDenyFileLogsOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeFileAtomic(t, g.cfgPath, regexp.MustCompile(`(?m)^\s*deny_file .*\n`).ReplaceAll(cfg, nil))
-	if res := runBin(t, cliTimeout, args...); res.code != 0 {
-		t.Fatalf("nutsgate reload without the deny file: exit status %d\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
-	}
+	g.reload(t)
 	eventually(t, 5*time.Second, "nutsgate_deny_file_invalid_lines still has the series of a file no config uses", func() bool {
 		return g.invalidLines(t, file) == -1
 	})
 	g.expectAccess(t, "without the deny file", http.StatusOK, denied)
+}
+
+// reload has the gateway load its Caddyfile again (nutsgate reload --force), as an operator would.
+func (g *mtlsGateway) reload(t *testing.T) {
+	t.Helper()
+	args := []string{"reload", "--config", g.cfgPath, "--adapter", "caddyfile", "--address", g.addr(g.Admin), "--force"}
+	if res := runBin(t, cliTimeout, args...); res.code != 0 {
+		t.Fatalf("nutsgate reload: exit status %d\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
+	}
 }
