@@ -28,8 +28,9 @@ func init() {
 // line. The admin API (`/nutsgate/deny`) and `nutsgate deny` change it:
 // each change is written to the file atomically before it takes effect, so
 // the list survives a restart. Edits of the file by hand take effect within
-// a second. A line that does not parse is skipped, logged with file:line and
-// counted in nutsgate_deny_file_invalid_lines; the other lines are in force,
+// a second. A line that does not parse is skipped, logged with file:line
+// (once per change of the file, also when an mtls_ident uses the same file)
+// and counted in nutsgate_deny_file_invalid_lines; the other lines are in force,
 // the gateway starts, and a change by the admin API keeps the line in the
 // file. Denying a client also ends its open requests and gRPC streams, and
 // closes its connections (see mtls_ident).
@@ -50,6 +51,7 @@ type App struct {
 	store    *mtlsident.Store
 	reporter *denyFileReporter
 	logger   *zap.Logger
+	ctx      caddy.Context // the config's; watching the file ends with it
 	stop     context.CancelFunc
 }
 
@@ -83,7 +85,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // Provision reads the deny file. Only a file that cannot be read fails it;
 // lines that do not parse are skipped and logged.
 func (a *App) Provision(ctx caddy.Context) error {
-	a.logger = ctx.Logger()
+	a.logger, a.ctx = ctx.Logger(), ctx
 	if a.DenyFile == "" {
 		return nil
 	}
@@ -97,11 +99,6 @@ func (a *App) Provision(ctx caddy.Context) error {
 	a.DenyFile = path
 	a.store = mtlsident.NewStore(path, sweepDenied)
 	a.reporter = newDenyFileReporter(ctx, path, a.logger)
-	return a.load()
-}
-
-// load reads the deny file and reports its skipped lines.
-func (a *App) load() error {
 	if err := a.store.Load(); err != nil {
 		return err
 	}
@@ -109,17 +106,16 @@ func (a *App) load() error {
 	return nil
 }
 
-// Start puts the deny list in force and watches its file for edits by hand.
+// Start puts the deny list in force and watches its file for edits by hand,
+// until Stop or the end of the config.
 func (a *App) Start() error {
 	if a.store == nil {
 		return nil
 	}
 	gateway.store.Store(a.store)
 	var ctx context.Context
-	ctx, a.stop = context.WithCancel(context.Background())
-	w := &filewatch.Watcher{Path: a.store.Path(), Load: func([]byte) error { return a.load() }, Logger: a.logger, MissingIsEmpty: true}
-	w.Check() // primes it with the content in force
-	go w.Run(ctx, filewatch.DefaultInterval)
+	ctx, a.stop = context.WithCancel(a.ctx)
+	a.store.Watch(ctx, filewatch.DefaultInterval, a.logger, func() { a.reporter.report(a.store.Skipped()) })
 	a.logger.Info("deny list loaded", zap.String("file", a.store.Path()), zap.Int("entries", len(a.store.List().Entries())), zap.Int("skipped_lines", len(a.store.Skipped())))
 	return nil
 }

@@ -5,9 +5,14 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/nutsgate/nutsgate/mtlsident"
 )
 
 // TestDenyFileBadLine: an mtls_ident deny_file with a line that does not
@@ -19,7 +24,7 @@ func TestDenyFileBadLine(t *testing.T) {
 		t.Fatal(err)
 	}
 	m := provisioned(t, &MTLSIdent{DenyFile: path})
-	if n := len(m.file.Load().Entries()); n != 3 {
+	if n := len(m.file.List().Entries()); n != 3 {
 		t.Errorf("%d entries in force, want 3", n)
 	}
 	if v := invalidLines(t, path); v != 1 {
@@ -62,4 +67,55 @@ func invalidLines(t *testing.T, file string) float64 {
 		}
 	}
 	return -1
+}
+
+// TestDenyFileReporter: the skipped lines of a deny file are logged once
+// per change of the file, however many modules use it (the app and an
+// mtls_ident) and across a config reload (the new config's modules start
+// before the old ones go); the file's series of
+// nutsgate_deny_file_invalid_lines goes once the last config using it is
+// unloaded, and a later config logs the lines again.
+func TestDenyFileReporter(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "deny")
+	core, logs := observer.New(zap.WarnLevel)
+	logger := zap.New(core)
+	_, skipped := mtlsident.ParseDenyFile([]byte("CN=a\nnot a DN\n"))
+	newConfig := func() context.CancelFunc {
+		ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+		t.Cleanup(cancel)
+		for range 2 { // the app and an mtls_ident
+			newDenyFileReporter(ctx, path, logger).report(skipped)
+		}
+		return cancel
+	}
+	unloadOld := newConfig()
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("one file used by two modules: %d log lines, want 1", n)
+	}
+	unloadNew := newConfig()
+	unloadOld()
+	if n := logs.Len(); n != 1 {
+		t.Fatalf("after a config reload: %d log lines, want 1 (the file did not change)", n)
+	}
+	if v := invalidLines(t, path); v != 1 {
+		t.Fatalf("after a config reload: nutsgate_deny_file_invalid_lines = %v, want 1", v)
+	}
+	_, skipped = mtlsident.ParseDenyFile([]byte("not a DN\nCN=a\nnor this\n"))
+	unloadEdited := newConfig()
+	if n := logs.Len(); n != 3 {
+		t.Fatalf("after an edit: %d log lines, want 3 (1 + the two lines now skipped)", n)
+	}
+	unloadNew()
+	unloadEdited()
+	deadline := time.Now().Add(5 * time.Second)
+	for invalidLines(t, path) != -1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the series of a file no loaded config uses is still there")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = newConfig()
+	if n := logs.Len(); n != 5 {
+		t.Fatalf("a config loaded after the file was unused: %d log lines, want 5 (its two lines again)", n)
+	}
 }

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -100,48 +101,68 @@ func registerMetrics(ctx caddy.Context) error {
 	return nil
 }
 
-// denyFiles counts, by path, the configs' deny files that are in use, so
-// that a file's series of nutsgate_deny_file_invalid_lines goes when the
-// last config using the file is unloaded.
+// denyFiles keeps, by path, what is reported about the deny files of the
+// loaded configs: how many modules use the file, so that its series of
+// nutsgate_deny_file_invalid_lines goes when the last of them is unloaded,
+// and the skipped lines last logged, so that each is logged once per change
+// of the file, not again by a second module using the file (the app and an
+// mtls_ident) or by the modules of a reloaded config.
 var denyFiles = struct {
 	sync.Mutex
-	users map[string]int
-}{users: make(map[string]int)}
+	byPath map[string]*denyFileState
+}{byPath: make(map[string]*denyFileState)}
 
-// denyFileReporter logs the lines of a deny file that do not parse and
-// keeps the file's nutsgate_deny_file_invalid_lines. It is used by one
-// goroutine at a time: the module's Provision, then its file watcher.
-type denyFileReporter struct {
-	path   string
-	logger *zap.Logger
+// denyFileState is what denyFiles keeps of one file.
+type denyFileState struct {
+	users  int
 	logged []mtlsident.SkippedLine
 }
 
-// newDenyFileReporter returns the reporter of a deny file for the config
-// of ctx.
+// denyFileReporter logs the lines of a deny file that do not parse and
+// keeps the file's nutsgate_deny_file_invalid_lines, for one module.
+type denyFileReporter struct {
+	path   string
+	logger *zap.Logger
+}
+
+// newDenyFileReporter returns the reporter of a deny file for the module
+// of ctx, which uses the file until ctx is cancelled.
 func newDenyFileReporter(ctx caddy.Context, path string, logger *zap.Logger) *denyFileReporter {
 	denyFiles.Lock()
-	denyFiles.users[path]++
+	if denyFiles.byPath[path] == nil {
+		denyFiles.byPath[path] = new(denyFileState)
+	}
+	denyFiles.byPath[path].users++
 	denyFiles.Unlock()
-	ctx.OnCancel(func() {
+	// Not ctx.OnCancel: Provision gets a copy of the config's context, and
+	// Caddy never runs what is added to the copy.
+	context.AfterFunc(ctx, func() {
 		denyFiles.Lock()
 		defer denyFiles.Unlock()
-		if denyFiles.users[path]--; denyFiles.users[path] <= 0 {
-			delete(denyFiles.users, path)
-			denyFileInvalidLines.DeleteLabelValues(path)
+		if f := denyFiles.byPath[path]; f != nil {
+			if f.users--; f.users <= 0 {
+				delete(denyFiles.byPath, path)
+				denyFileInvalidLines.DeleteLabelValues(path)
+			}
 		}
 	})
 	return &denyFileReporter{path: path, logger: logger}
 }
 
 // report sets the gauge to the number of skipped lines and logs each, with
-// file:line, unless the same lines were logged last time.
+// file:line, unless the same lines were the last logged for the file.
 func (r *denyFileReporter) report(skipped []mtlsident.SkippedLine) {
-	denyFileInvalidLines.WithLabelValues(r.path).Set(float64(len(skipped)))
-	if slices.EqualFunc(skipped, r.logged, func(a, b mtlsident.SkippedLine) bool { return a.Line == b.Line && a.Text == b.Text }) {
+	denyFiles.Lock()
+	defer denyFiles.Unlock()
+	f := denyFiles.byPath[r.path]
+	if f == nil { // the module's config is unloaded; its series is gone
 		return
 	}
-	r.logged = skipped
+	denyFileInvalidLines.WithLabelValues(r.path).Set(float64(len(skipped)))
+	if slices.EqualFunc(skipped, f.logged, func(a, b mtlsident.SkippedLine) bool { return a.Line == b.Line && a.Text == b.Text }) {
+		return
+	}
+	f.logged = skipped
 	for _, l := range skipped {
 		r.logger.Warn("deny file line does not parse; skipped, the other lines are in force",
 			zap.String("line", fmt.Sprintf("%s:%d", r.path, l.Line)), zap.String("error", l.Err.Error()))

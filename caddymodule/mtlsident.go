@@ -10,7 +10,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -100,8 +99,8 @@ type MTLSIdent struct {
 
 	// A file of further entries, one a line, '#' comment lines; reloaded
 	// when it changes. A line that does not parse is skipped and logged with
-	// file:line (nutsgate_deny_file_invalid_lines counts them); the other
-	// lines are in force.
+	// file:line, once per change of the file (nutsgate_deny_file_invalid_lines
+	// counts them); the other lines are in force.
 	DenyFile string `json:"deny_file,omitempty"`
 
 	// The most requests one client may have open at once; more are
@@ -111,9 +110,8 @@ type MTLSIdent struct {
 	format mtlsident.Format
 	header string
 	inline *mtlsident.DenyList
-	file   *atomic.Pointer[mtlsident.DenyList] // the deny_file's entries
+	file   *mtlsident.Store // the deny_file's entries; an empty store without one
 	logger *zap.Logger
-	stop   context.CancelFunc
 
 	maxOpen int // MaxOpen or its default
 }
@@ -126,7 +124,8 @@ func (MTLSIdent) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision parses the deny entries and loads the deny file.
+// Provision parses the deny entries, loads the deny file and watches it
+// for edits until the config is unloaded.
 func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 	m.logger = ctx.Logger()
 	err := registerMetrics(ctx)
@@ -157,44 +156,25 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 		entries = append(entries, e)
 	}
 	m.inline = mtlsident.NewDenyList(entries)
-	m.file = new(atomic.Pointer[mtlsident.DenyList])
-	m.file.Store(mtlsident.NewDenyList(nil))
 	if m.DenyFile == "" {
+		m.file = mtlsident.NewStore("", nil)
 		return nil
 	}
 	path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(m.DenyFile, ""))
 	if err != nil {
 		return fmt.Errorf("deny_file: %v", err)
 	}
-	store := mtlsident.NewStore(path, nil)
+	m.file = mtlsident.NewStore(path, nil)
 	reporter := newDenyFileReporter(ctx, path, m.logger)
-	if err := store.Load(); err != nil {
+	if err := m.file.Load(); err != nil {
 		return err
 	}
-	m.file.Store(store.List())
-	reporter.report(store.Skipped())
-	w := &filewatch.Watcher{Path: path, Logger: m.logger, MissingIsEmpty: true, Load: func([]byte) error {
-		if err := store.Load(); err != nil {
-			return err
-		}
-		m.file.Store(store.List())
-		reporter.report(store.Skipped())
+	reporter.report(m.file.Skipped())
+	m.file.Watch(ctx, filewatch.DefaultInterval, m.logger, func() {
+		reporter.report(m.file.Skipped())
 		sweepDenied()
-		m.logger.Info("deny_file reloaded", zap.String("file", path), zap.Int("entries", len(store.List().Entries())), zap.Int("skipped_lines", len(store.Skipped())))
-		return nil
-	}}
-	w.Check()
-	var watchCtx context.Context
-	watchCtx, m.stop = context.WithCancel(context.Background())
-	go w.Run(watchCtx, filewatch.DefaultInterval)
-	return nil
-}
-
-// Cleanup stops watching the deny file.
-func (m *MTLSIdent) Cleanup() error {
-	if m.stop != nil {
-		m.stop()
-	}
+		m.logger.Info("deny_file reloaded", zap.String("file", path), zap.Int("entries", len(m.file.List().Entries())), zap.Int("skipped_lines", len(m.file.Skipped())))
+	})
 	return nil
 }
 
@@ -326,7 +306,7 @@ func clientPlaceholder(id *mtlsident.Identity, key string) (any, bool) {
 // denies finds the entry that refuses id: the handler's own, its file's, or
 // the gateway-wide list's.
 func (m *MTLSIdent) denies(id mtlsident.Identity) (mtlsident.Entry, bool) {
-	for _, list := range []*mtlsident.DenyList{m.inline, m.file.Load(), globalDeny().List()} {
+	for _, list := range []*mtlsident.DenyList{m.inline, m.file.List(), globalDeny().List()} {
 		if e, ok := list.Denies(id); ok {
 			return e, true
 		}
@@ -423,7 +403,6 @@ func parseMTLSIdent(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error)
 // Interface guards
 var (
 	_ caddy.Provisioner           = (*MTLSIdent)(nil)
-	_ caddy.CleanerUpper          = (*MTLSIdent)(nil)
 	_ caddyhttp.MiddlewareHandler = (*MTLSIdent)(nil)
 	_ caddyfile.Unmarshaler       = (*MTLSIdent)(nil)
 )

@@ -67,10 +67,11 @@ func (n *nextRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
 
 func provisioned(t *testing.T, m *MTLSIdent) *MTLSIdent {
 	t.Helper()
-	if err := m.Provision(caddy.Context{Context: context.Background()}); err != nil {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	t.Cleanup(cancel) // ends watching the deny file
+	if err := m.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = m.Cleanup() })
 	return m
 }
 
@@ -323,9 +324,9 @@ func TestCaddyfileAdapt(t *testing.T) {
 		{":80 {\n mtls_ident {\n max_open many\n }\n}", `max_open: "many" is not a positive whole number`},
 		{":80 {\n mtls_ident {\n max_open\n }\n}", "max_open takes one value"},
 		{":80 {\n mtls_ident {\n max_open 5\n max_open 6\n }\n}", "max_open: already specified"},
-		{":80 {\n client_rate_limit {\n rate 5\n }\n}", "rate"},
+		{":80 {\n client_rate_limit {\n rate 5\n }\n}", `rate: invalid rate "5": want <events>/<duration>`},
 		{":80 {\n client_rate_limit {\n burst 5\n }\n}", "rate is required"},
-		{":80 {\n client_rate_limit {\n rate 5/1s\n max_keys -1\n }\n}", "max_keys"},
+		{":80 {\n client_rate_limit {\n rate 5/1s\n max_keys -1\n }\n}", `max_keys: "-1" is not a positive whole number`},
 		{"{\n nutsgate {\n deny_file\n }\n}\n:80", "wrong argument count"},
 	} {
 		_, err := adapt(tc.body)
@@ -351,10 +352,11 @@ func BenchmarkMTLSIdent(b *testing.B) {
 	}
 	withStore(b, store)
 	m := &MTLSIdent{Require: true, Deny: []string{"CN=another"}, DenyFile: denyFile}
-	if err := m.Provision(caddy.Context{Context: context.Background()}); err != nil {
+	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
+	b.Cleanup(cancel) // ends watching the deny file
+	if err := m.Provision(ctx); err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = m.Cleanup() })
 	cert := clientCert(b, pkix.Name{CommonName: "node-a", Organization: []string{"Nuts"}})
 	next := caddyhttp.HandlerFunc(func(http.ResponseWriter, *http.Request) error { return nil })
 	w := httptest.NewRecorder()

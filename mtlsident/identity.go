@@ -1,7 +1,11 @@
 // Package mtlsident identifies the client of a request by its verified TLS
 // client certificate, matches it against deny lists, and encodes the
 // certificate for the header in which a Nuts node reads it when TLS is
-// offloaded to a proxy. It has no Caddy import.
+// offloaded to a proxy. A deny list kept in a file is a Store, which writes
+// changes to the file and follows edits of it by hand (Watch). Streams and
+// Conns track the open requests and the connections of identified clients,
+// so that denying a client cuts off what it holds, and bound how many
+// requests one client keeps open. It has no Caddy import.
 package mtlsident
 
 import (

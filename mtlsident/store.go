@@ -1,23 +1,30 @@
 package mtlsident
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"sync"
 	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nutsgate/nutsgate/internal/filewatch"
 )
 
 // Store is a deny list kept in a file: every change is written to the file
 // (atomically) before it takes effect, and edits of the file by hand are
-// read back by Reload. A Store with no file keeps its list in memory only.
-// It is safe for concurrent use.
+// read back by Load, or by Watch as they happen. A Store with no file keeps
+// its list in memory only. It is safe for concurrent use.
 type Store struct {
 	path     string
 	list     atomic.Pointer[DenyList]
 	mu       sync.Mutex    // serialises changes
 	skipped  []SkippedLine // the file's lines that do not parse; under mu
+	read     []byte        // the content Load last read; under mu
 	onChange func()
 }
 
@@ -48,7 +55,7 @@ func (s *Store) Load() error {
 	s.mu.Lock()
 	data, err := os.ReadFile(s.path)
 	if errors.Is(err, fs.ErrNotExist) {
-		data, err = nil, nil
+		data, err = []byte{}, nil
 	}
 	if err != nil {
 		s.mu.Unlock()
@@ -57,9 +64,36 @@ func (s *Store) Load() error {
 	list, skipped := ParseDenyFile(data)
 	s.list.Store(list)
 	s.skipped = skipped
+	s.read = data
 	s.mu.Unlock()
 	s.changed()
 	return nil
+}
+
+// Watch keeps the list in step with edits of the file by hand until ctx
+// ends: the file is read every interval and, once its content differs from
+// what Load last read, loaded again, after which onLoad (if not nil) is
+// called. A file that is removed counts as empty; one that cannot be read,
+// or whose load fails, leaves the list in force and is logged to logger.
+// Call Watch after a Load, so that the content in force is not loaded
+// twice; it returns at once. A store with no file has nothing to watch.
+func (s *Store) Watch(ctx context.Context, interval time.Duration, logger *zap.Logger, onLoad func()) {
+	if s.path == "" {
+		return
+	}
+	w := &filewatch.Watcher{Path: s.path, Logger: logger, MissingIsEmpty: true, Load: func([]byte) error {
+		if err := s.Load(); err != nil {
+			return err
+		}
+		if onLoad != nil {
+			onLoad()
+		}
+		return nil
+	}}
+	s.mu.Lock()
+	w.Prime(s.read)
+	s.mu.Unlock()
+	go w.Run(ctx, interval)
 }
 
 // Skipped returns the lines of the file that did not parse when it was

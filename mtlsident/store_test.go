@@ -1,11 +1,15 @@
 package mtlsident
 
 import (
+	"context"
 	"errors"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"go.uber.org/zap"
 )
 
 func TestStore(t *testing.T) {
@@ -44,8 +48,14 @@ func TestStore(t *testing.T) {
 	if err := os.WriteFile(path, []byte("CN=x\nnot a dn\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Load(); err != nil || len(s.List().Entries()) != 1 || len(s.Skipped()) != 1 || s.Skipped()[0].Line != 2 {
-		t.Fatalf("reload with a bad line: %v, %v, skipped %v", err, s.List().Entries(), s.Skipped())
+	if err := s.Load(); err != nil {
+		t.Fatalf("load with a bad line: %v", err)
+	}
+	if got := s.List().Entries(); len(got) != 1 || got[0].Text != "CN=x" {
+		t.Fatalf("load with a bad line: entries in force %v, want [CN=x]", got)
+	}
+	if sk := s.Skipped(); len(sk) != 1 || sk[0].Line != 2 || sk[0].Text != "not a dn" || sk[0].Err == nil {
+		t.Fatalf("load with a bad line: skipped %v, want line 2 \"not a dn\" with its error", sk)
 	}
 	if added, err := s.Add(a); !added || err != nil {
 		t.Fatalf("add: %v %v", added, err)
@@ -63,17 +73,65 @@ func TestStore(t *testing.T) {
 	if err := os.Remove(path); err != nil {
 		t.Fatal(err)
 	}
-	// a failed write changes nothing
-	if err := os.Chmod(filepath.Dir(path), 0o500); err != nil {
+	// a failed write changes nothing: the path is a directory that is not
+	// empty, which no rename (not even root's) replaces with a file
+	if err := os.MkdirAll(filepath.Join(path, "occupied"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	defer os.Chmod(filepath.Dir(path), 0o700)
-	if os.Geteuid() != 0 { // root writes anywhere
-		if added, err := s.Add(a); added || err == nil || len(s.List().Entries()) != 0 {
-			t.Fatalf("add into a read-only directory: %v %v %v", added, err, s.List().Entries())
-		}
+	changes = 0
+	before := s.List()
+	if added, err := s.Add(a); added || err == nil || s.List() != before || changes != 0 {
+		t.Fatalf("add onto a directory: added %v, error %v, entries %v (before %v), %d change notifications", added, err, s.List().Entries(), before.Entries(), changes)
+	}
+	if left, err := os.ReadDir(filepath.Dir(path)); err != nil || len(left) != 1 {
+		t.Fatalf("a failed write left files behind: %v %v", left, err)
 	}
 	if _, err := NewStore("", nil).Add(a); !errors.Is(err, ErrNoFile) {
 		t.Fatalf("store without file: %v", err)
+	}
+}
+
+// TestStoreWatch: Watch loads an edit of the file by hand and calls onLoad,
+// but not for the content Load already put in force, and not once its
+// context has ended.
+func TestStoreWatch(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "deny")
+	if err := os.WriteFile(path, []byte("CN=a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(path, nil)
+	if err := s.Load(); err != nil {
+		t.Fatal(err)
+	}
+	loads := make(chan int, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.Watch(ctx, 5*time.Millisecond, zap.NewNop(), func() { loads <- len(s.List().Entries()) })
+	select {
+	case n := <-loads:
+		t.Fatalf("the content already in force was loaded again (%d entries)", n)
+	case <-time.After(100 * time.Millisecond): // twenty checks
+	}
+	if err := os.WriteFile(path, []byte("CN=a\nCN=b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if n := <-loads; n != 2 {
+		t.Fatalf("after an edit: %d entries in force, want 2", n)
+	}
+	cancel()
+	time.Sleep(20 * time.Millisecond) // a check under way ends
+	for len(loads) > 0 {
+		<-loads
+	}
+	if err := os.WriteFile(path, []byte("CN=c\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case n := <-loads:
+		t.Fatalf("an edit was loaded after the watch ended (%d entries)", n)
+	case <-time.After(100 * time.Millisecond):
+	}
+	if got := s.List().Entries(); len(got) != 2 {
+		t.Fatalf("entries in force after the watch ended: %v, want the two of before", got)
 	}
 }
