@@ -47,7 +47,8 @@ const (
 
 // MaxSignatureChecks is the most signature checks run at once: one fewer than
 // the CPUs Go uses (at least one), so one CPU is always free for the requests
-// that need none.
+// that need none. A failed check holds its slot for a while after it ends
+// (see failedCheckRest), so forgeries take even less.
 func MaxSignatureChecks() int {
 	return max(1, runtime.GOMAXPROCS(0)-1)
 }
@@ -59,11 +60,13 @@ type floodGuard struct {
 	slots  chan struct{}
 	checks atomic.Uint64
 	now    func() time.Time
+	rest   func(d time.Duration, release func()) // calls release after d
 }
 
 func (f *floodGuard) init(now func() time.Time) {
 	f.slots = make(chan struct{}, MaxSignatureChecks())
 	f.now = now
+	f.rest = func(d time.Duration, release func()) { time.AfterFunc(d, release) }
 }
 
 // SetFailureBudget allows each client IP n failed signature checks per
@@ -99,22 +102,36 @@ func (f *floodGuard) checkSignature(ctx context.Context, c *checked, client stri
 	case <-ctx.Done():
 		return fmt.Errorf("waiting to check a signature: %w", ctx.Err())
 	}
-	defer func() { <-f.slots }()
 	if budget {
 		// Again: checks of the same client that waited for a slot
 		// meanwhile may have spent the budget.
 		now = f.now()
 		if r := f.overBudget(client, now); r != nil {
+			<-f.slots
 			return r
 		}
 	}
 	f.checks.Add(1)
+	start := time.Now()
 	err := c.checkSignature()
-	if err != nil && budget {
+	if err == nil {
+		<-f.slots
+		return nil
+	}
+	if budget {
 		f.budget.Allow(client, now)
 	}
+	// A failed check keeps its slot for failedCheckRest times as long again
+	// (the caller does not wait for that), so that forgeries take at most a
+	// 1/(1+failedCheckRest) share of a CPU a slot, however many clients send
+	// them: requests that need no signature check keep their latency.
+	f.rest(failedCheckRest*time.Since(start), func() { <-f.slots })
 	return err
 }
+
+// failedCheckRest is how much longer than a failed signature check took its
+// slot stays taken.
+const failedCheckRest = 3
 
 // overBudget refuses client when its budget holds no failure at now.
 func (f *floodGuard) overBudget(client string, now time.Time) *Refusal {

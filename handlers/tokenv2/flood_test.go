@@ -251,3 +251,26 @@ func TestFailureBudgetConcurrent(t *testing.T) {
 		t.Fatalf("%d signature checks, refusals %v; want 2 checks, 2 %s and %d %s", v.SignatureChecks(), got, ReasonSignature, n-2, ReasonFailureBudget)
 	}
 }
+
+// A failed signature check keeps its slot for failedCheckRest times as long
+// again, without making its caller wait; a check that passes frees its slot
+// at once.
+func TestFailedCheckRests(t *testing.T) {
+	k := testKeys(t)["p521"]
+	v := testVerifier(t, Policy{})
+	var rested []time.Duration
+	var release []func()
+	v.flood.rest = func(d time.Duration, r func()) { rested, release = append(rested, d), append(release, r) }
+	check(t, v, "Bearer "+validToken(t, k), "")
+	if n := len(v.flood.slots); n != 0 || len(rested) != 0 {
+		t.Fatalf("after a check that passed: %d slots taken, %d rests; want none", n, len(rested))
+	}
+	check(t, v, "Bearer "+forged(t, k, freshClaims(k)), ReasonSignature)
+	if n := len(v.flood.slots); n != 1 || len(rested) != 1 || rested[0] <= 0 {
+		t.Fatalf("after a failed check: %d slots taken, rests %v; want its slot kept for a rest", n, rested)
+	}
+	release[0]()
+	if n := len(v.flood.slots); n != 0 {
+		t.Fatalf("after the rest: %d slots taken, want 0", n)
+	}
+}
