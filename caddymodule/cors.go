@@ -19,10 +19,6 @@ import (
 func init() {
 	caddy.RegisterModule(CORS{})
 	httpcaddyfile.RegisterHandlerDirective("cors", parseCORS)
-	// This file's init runs before mtlsident.go's and ratelimit.go's, so cors
-	// lands ahead of mtls_ident, client_rate_limit and all auth: preflights
-	// carry no credentials and must be answered before any of them.
-	httpcaddyfile.RegisterDirectiveOrder("cors", httpcaddyfile.Before, "basic_auth")
 }
 
 // CORS lets the listed browser origins read the node's responses, and

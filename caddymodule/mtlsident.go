@@ -28,7 +28,6 @@ import (
 func init() {
 	caddy.RegisterModule(MTLSIdent{})
 	httpcaddyfile.RegisterHandlerDirective("mtls_ident", parseMTLSIdent)
-	httpcaddyfile.RegisterDirectiveOrder("mtls_ident", httpcaddyfile.Before, "basic_auth")
 }
 
 // defaultForwardHeader is the header a Nuts node reads the client

@@ -22,10 +22,6 @@ import (
 func init() {
 	caddy.RegisterModule(PathGuard{})
 	httpcaddyfile.RegisterDirective("path_guard", parsePathGuard)
-	// "tracing" is the first directive of Caddy's standard order, so
-	// path_guard runs before every directive of a site, handle and route
-	// blocks included.
-	httpcaddyfile.RegisterDirectiveOrder("path_guard", httpcaddyfile.Before, "tracing")
 }
 
 // gRPC statuses of path_guard's refusals.

@@ -20,7 +20,6 @@ import (
 func init() {
 	caddy.RegisterModule(ClientRateLimit{})
 	httpcaddyfile.RegisterHandlerDirective("client_rate_limit", parseClientRateLimit)
-	httpcaddyfile.RegisterDirectiveOrder("client_rate_limit", httpcaddyfile.Before, "basic_auth") // after mtls_ident, which registers first
 }
 
 // defaultRateKey limits each client by its certificate subject.

@@ -1,6 +1,3 @@
-// Package caddymodule plugs nutsgate into Caddy: one file per module, each
-// registering itself when the package is imported. The request logic lives
-// in Caddy-free packages (handlers/..., mtlsident, ratelimit).
 package caddymodule
 
 import (
@@ -32,7 +29,6 @@ import (
 func init() {
 	caddy.RegisterModule(TokenV2{})
 	httpcaddyfile.RegisterHandlerDirective("token_v2", parseTokenV2)
-	httpcaddyfile.RegisterDirectiveOrder("token_v2", httpcaddyfile.After, "basic_auth")
 }
 
 // TokenV2 authenticates requests with the Nuts node's token_v2 rules: an
