@@ -3,7 +3,16 @@
 // in Caddy-free packages (handlers/..., mtlsident, ratelimit).
 package caddymodule
 
-import "github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+
+	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
+)
 
 func init() {
 	// Where nutsgate's directives run among Caddy's, in one place, in the
@@ -21,4 +30,59 @@ func init() {
 	httpcaddyfile.RegisterDirectiveOrder("mtls_ident", httpcaddyfile.Before, "basic_auth")
 	httpcaddyfile.RegisterDirectiveOrder("client_rate_limit", httpcaddyfile.Before, "basic_auth")
 	httpcaddyfile.RegisterDirectiveOrder("token_v2", httpcaddyfile.After, "basic_auth")
+}
+
+// clientIP is the client address Caddy determined, honouring its
+// trusted_proxies setting.
+func clientIP(r *http.Request) string {
+	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
+		return ip
+	}
+	return r.RemoteAddr
+}
+
+// clientAddr is the client IP address Caddy determined, honouring its
+// trusted_proxies setting; the invalid address if there is none.
+func clientAddr(r *http.Request) netip.Addr {
+	s := clientIP(r)
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a
+	}
+	if ap, err := netip.ParseAddrPort(s); err == nil {
+		return ap.Addr()
+	}
+	return netip.Addr{}
+}
+
+// setOnce sets a string option that may be given once.
+func setOnce(field *string, val string) error {
+	if *field != "" {
+		return errors.New("already specified")
+	}
+	*field = val
+	return nil
+}
+
+// setCount sets a positive whole-number option that may be given once.
+func setCount(field *int, val string) error {
+	if *field != 0 {
+		return errors.New("already specified")
+	}
+	n, err := strconv.Atoi(val)
+	if err != nil || n <= 0 {
+		return fmt.Errorf("%q is not a positive whole number", val)
+	}
+	*field = n
+	return nil
+}
+
+// appendChecked adds vals to list, each after check.
+func appendChecked(list *[]string, vals []string, check func(string) error) error {
+	for _, v := range vals {
+		if err := check(v); err != nil {
+			return err
+		}
+	}
+	*list = append(*list, vals...)
+	return nil
 }

@@ -287,17 +287,6 @@ func (c *CORS) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	return nil
 }
 
-// appendChecked adds vals to list, each after check.
-func appendChecked(list *[]string, vals []string, check func(string) error) error {
-	for _, v := range vals {
-		if err := check(v); err != nil {
-			return err
-		}
-	}
-	*list = append(*list, vals...)
-	return nil
-}
-
 func parseCORS(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 	c := new(CORS)
 	err := c.UnmarshalCaddyfile(h.Dispenser)

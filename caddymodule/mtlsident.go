@@ -327,16 +327,6 @@ func (m *MTLSIdent) refused(reason, msg string, r *http.Request, fields ...zap.F
 	}
 }
 
-// refuse answers a refused request: the gRPC way for gRPC, else as an
-// HTTP error with status.
-func refuse(w http.ResponseWriter, r *http.Request, status, grpcCode int, msg string) error {
-	if isGRPC(r) {
-		writeGRPCStatus(w, grpcCode, msg)
-		return nil
-	}
-	return caddyhttp.Error(status, errors.New(msg))
-}
-
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	mtls_ident [<matcher>] {

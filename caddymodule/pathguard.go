@@ -24,12 +24,6 @@ func init() {
 	httpcaddyfile.RegisterDirective("path_guard", parsePathGuard)
 }
 
-// gRPC statuses of path_guard's refusals.
-const (
-	grpcInvalidArgument = 3  // an ambiguous path
-	grpcUnavailable     = 14 // early data: the client retries after the handshake
-)
-
 // PathGuard is a site's request hygiene at the edge. It runs before
 // everything else of the site and makes sure that what the site's routes
 // see, and what the node gets, is what the client unambiguously sent.

@@ -1,7 +1,6 @@
 package caddymodule
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -182,26 +181,6 @@ func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	if rl.Rate == "" {
 		return d.Err("rate is required")
 	}
-	return nil
-}
-
-func setOnce(field *string, val string) error {
-	if *field != "" {
-		return errors.New("already specified")
-	}
-	*field = val
-	return nil
-}
-
-func setCount(field *int, val string) error {
-	if *field != 0 {
-		return errors.New("already specified")
-	}
-	n, err := strconv.Atoi(val)
-	if err != nil || n <= 0 {
-		return fmt.Errorf("%q is not a positive whole number", val)
-	}
-	*field = n
 	return nil
 }
 

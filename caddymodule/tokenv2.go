@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -337,28 +336,6 @@ func parseTokenV2(h httpcaddyfile.Helper) (caddyhttp.MiddlewareHandler, error) {
 			{HandlersRaw: []json.RawMessage{caddyconfig.JSONModuleObject(passOn, "handler", "error", nil)}},
 		}},
 	}, nil
-}
-
-// clientIP is the client address Caddy determined, honouring its
-// trusted_proxies setting.
-func clientIP(r *http.Request) string {
-	if ip, ok := caddyhttp.GetVar(r.Context(), caddyhttp.ClientIPVarKey).(string); ok {
-		return ip
-	}
-	return r.RemoteAddr
-}
-
-// clientAddr is the client IP address Caddy determined, honouring its
-// trusted_proxies setting; the invalid address if there is none.
-func clientAddr(r *http.Request) netip.Addr {
-	s := clientIP(r)
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a
-	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return ap.Addr()
-	}
-	return netip.Addr{}
 }
 
 // Interface guards

@@ -1,17 +1,32 @@
 package caddymodule
 
 import (
+	"errors"
 	"net/http"
 	"strconv"
 	"strings"
+
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // gRPC status codes of the refusals.
 const (
-	grpcResourceExhausted = 8
-	grpcPermissionDenied  = 7
-	grpcUnauthenticated   = 16
+	grpcInvalidArgument   = 3  // an ambiguous path (path_guard)
+	grpcPermissionDenied  = 7  // a denied or unacceptable client certificate
+	grpcResourceExhausted = 8  // over a rate limit or max_open
+	grpcUnavailable       = 14 // early data: the client retries after the handshake
+	grpcUnauthenticated   = 16 // no verified client certificate
 )
+
+// refuse answers a refused request: the gRPC way for gRPC, else as an
+// HTTP error with status.
+func refuse(w http.ResponseWriter, r *http.Request, status, grpcCode int, msg string) error {
+	if isGRPC(r) {
+		writeGRPCStatus(w, grpcCode, msg)
+		return nil
+	}
+	return caddyhttp.Error(status, errors.New(msg))
+}
 
 // isGRPC reports whether r is a gRPC request, which must be refused the gRPC
 // way: a client reads the status from grpc-status, not from the HTTP status.
