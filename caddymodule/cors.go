@@ -126,7 +126,7 @@ func (c *CORS) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddyhttp.
 		h.Add("Vary", cors.VaryPreflight)
 		if err := c.policy.CheckPreflight(r.Header); err != nil {
 			if ce, sup := corsRefusalLog.Check(c.logger, zapcore.DebugLevel, corsReason, "cors preflight refused"); ce != nil {
-				ce.Write(zap.Error(err), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)
+				ce.Write(zap.String("reason", corsReason), zap.String("detail", err.Error()), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)
 			}
 			return caddyhttp.Error(http.StatusForbidden, err)
 		}

@@ -188,7 +188,7 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	repl.Map(func(key string) (any, bool) { return clientPlaceholder(&id, key) })
 	if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 || len(r.TLS.VerifiedChains[0]) == 0 {
 		if m.Require {
-			m.refused("no_certificate", "client refused", r, zap.String("reason", "no verified client certificate"))
+			m.refused("no_certificate", "client refused", r, zap.String("detail", "no verified client certificate"))
 			return refuse(w, r, http.StatusUnauthorized, grpcUnauthenticated, "a verified client certificate is required")
 		}
 		return next.ServeHTTP(w, r)
@@ -199,11 +199,11 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		if !errors.Is(err, mtlsident.ErrAmbiguous) {
 			reason = "unreadable_certificate"
 		}
-		m.refused(reason, "client refused", r, zap.String("reason", err.Error()))
+		m.refused(reason, "client refused", r, zap.String("detail", err.Error()))
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate not accepted")
 	}
 	if e, denied := m.denies(client); denied {
-		m.refused("denied", "client denied", r, zap.String("subject", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
+		m.refused("denied", "client denied", r, zap.String("client", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client denied")
 	}
 	countClient(client.Subject)
@@ -218,7 +218,7 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	}
 	ctx, done, ok := gateway.streams.Open(r.Context(), id, m.maxOpen, m.deniesID)
 	if !ok {
-		m.refused("too_many_open", "client refused", r, zap.String("reason", "too many open requests"), zap.String("subject", id.Subject), zap.Int("max_open", m.maxOpen))
+		m.refused("too_many_open", "client refused", r, zap.String("detail", "too many open requests"), zap.String("client", id.Subject), zap.Int("max_open", m.maxOpen))
 		if !isGRPC(r) {
 			w.Header().Set("Retry-After", "1")
 		}
@@ -271,7 +271,7 @@ func (m *MTLSIdent) trackQUIC(w http.ResponseWriter, id mtlsident.Identity) {
 func init() {
 	gateway.conns.Closed = func(id mtlsident.Identity) {
 		caddy.Log().Named("nutsgate").Info("closed a denied client's connection after its handshake",
-			zap.String("subject", id.Subject), zap.String("fingerprint", id.Fingerprint))
+			zap.String("client", id.Subject), zap.String("fingerprint", id.Fingerprint))
 	}
 }
 
@@ -319,11 +319,11 @@ func (m *MTLSIdent) deniesID(id mtlsident.Identity) bool {
 }
 
 // refused counts a refusal in nutsgate_mtls_refusals_total under reason and
-// logs it, sampled per reason (see refusallog.go).
+// logs it with that reason, sampled per reason (see refusallog.go).
 func (m *MTLSIdent) refused(reason, msg string, r *http.Request, fields ...zap.Field) {
 	mtlsRefusals.WithLabelValues(reason).Inc()
 	if c, sup := mtlsRefusalLog.Check(m.logger, zapcore.InfoLevel, reason, msg); c != nil {
-		c.Write(append(fields, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
+		c.Write(append([]zap.Field{zap.String("reason", reason)}, append(fields, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)...)
 	}
 }
 

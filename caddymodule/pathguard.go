@@ -136,7 +136,7 @@ func (pg *PathGuard) log(msg string, err error, r *http.Request, target string) 
 	reason := pathReason(err)
 	pathRefusals.WithLabelValues(reason).Inc()
 	if c, sup := pathRefusalLog.Check(pg.logger, zapcore.InfoLevel, reason, msg); c != nil {
-		c.Write(zap.String("reason", err.Error()), zap.String("remote_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", target), sup)
+		c.Write(zap.String("reason", reason), zap.String("detail", err.Error()), zap.String("remote_ip", clientIP(r)), zap.String("method", r.Method), zap.String("uri", target), sup)
 	}
 }
 

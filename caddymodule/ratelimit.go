@@ -131,7 +131,7 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	rateLimitRefusals.Inc()
 	retry := ratelimit.RetryAfterSeconds(wait)
 	if c, sup := rateLimitRefusalLog.Check(rl.logger, zapcore.InfoLevel, rateLimitReason, "rate limit exceeded"); c != nil {
-		c.Write(zap.String("client", key), zap.Int("retry_after", retry), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)
+		c.Write(zap.String("reason", rateLimitReason), zap.String("client", key), zap.String("zone", rl.Zone), zap.Int("retry_after", retry), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(retry))
 	return refuse(w, r, http.StatusTooManyRequests, grpcResourceExhausted, "rate limit exceeded")

@@ -262,7 +262,7 @@ func TestMaxOpen(t *testing.T) {
 			_, err := cl.unary(t)
 			return err == nil
 		})
-		if !strings.Contains(g.Logs.String(), `"reason":"too many open requests"`) {
+		if !strings.Contains(g.Logs.String(), `"reason":"too_many_open"`) {
 			t.Errorf("no refusal for too many open requests in the gateway's log")
 		}
 	})
