@@ -9,15 +9,16 @@ import (
 	"time"
 )
 
-// The examples of sshd(8) and ssh_config(5) PATTERNS, and the forms a
-// client address takes, with host names never looked up.
+// The examples of the OpenSSH server manual (AUTHORIZED_KEYS FILE FORMAT) and
+// of ssh_config(5) PATTERNS, and the forms a client address takes, with host
+// names never looked up.
 func TestFromPatterns(t *testing.T) {
 	for _, tc := range []struct {
 		list string
 		addr string
 		want bool
 	}{
-		// sshd(8): host names never match, so this list allows no one.
+		// The manual's example: host names never match, so it allows no one.
 		{"*.sales.example.net,!pc.sales.example.net", "10.0.0.1", false},
 		{"*.sales.example.net,!pc.sales.example.net", "192.0.2.7", false},
 		{"10.0.0.0/8,!10.1.2.3", "10.9.8.7", true},
