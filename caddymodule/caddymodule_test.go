@@ -6,8 +6,6 @@ import (
 	"path/filepath"
 	"slices"
 	"testing"
-
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 )
 
 // The directives run in the order the package registers, whatever order a
@@ -38,7 +36,7 @@ func TestDirectiveOrder(t *testing.T) {
 	path_guard
 }
 `
-	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(site), nil)
+	out, err := adaptCaddyfile(site)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,34 +60,4 @@ func TestDirectiveOrder(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Errorf("handlers in order %v, want %v", got, want)
 	}
-}
-
-// route is a route of an adapted config, as far as handler order goes.
-type route struct {
-	Handle []struct {
-		Handler   string                     `json:"handler"`
-		Routes    []route                    `json:"routes"`
-		Providers map[string]json.RawMessage `json:"providers"`
-	} `json:"handle"`
-}
-
-// handlers lists the handlers of r in order, descending into subroutes; an
-// authentication handler is named with its provider.
-func (r route) handlers() []string {
-	var out []string
-	for _, h := range r.Handle {
-		switch {
-		case h.Handler == "subroute":
-			for _, sub := range h.Routes {
-				out = append(out, sub.handlers()...)
-			}
-		case len(h.Providers) == 1:
-			for p := range h.Providers {
-				out = append(out, h.Handler+"/"+p)
-			}
-		default:
-			out = append(out, h.Handler)
-		}
-	}
-	return out
 }

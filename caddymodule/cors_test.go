@@ -11,7 +11,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -67,10 +66,6 @@ func TestCORSCaddyfile(t *testing.T) {
 // TestCORSCaddyfileAdapt: the directive needs no order option, comes
 // before the other nutsgate handlers, and its errors name the file.
 func TestCORSCaddyfileAdapt(t *testing.T) {
-	adapt := func(body string) (string, error) {
-		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "Caddyfile"})
-		return string(out), err
-	}
 	out, err := adapt(`:8443 {
 	reverse_proxy 127.0.0.1:8080
 	token_v2 {
@@ -110,14 +105,6 @@ func corsRequest(method string, header http.Header) *http.Request {
 	repl := caddy.NewReplacer()
 	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
 	return r.WithContext(ctx)
-}
-
-func provisionedCORS(t testing.TB, c *CORS) *CORS {
-	t.Helper()
-	if err := c.Provision(caddy.Context{Context: context.Background()}); err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // upstream stands in for reverse_proxy: it copies the node's headers into

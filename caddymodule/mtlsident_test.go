@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 	dto "github.com/prometheus/client_model/go"
 
@@ -55,24 +54,6 @@ func request(cert *x509.Certificate, header http.Header) (*http.Request, *caddy.
 	ctx := context.WithValue(r.Context(), caddy.ReplacerCtxKey, repl)
 	ctx = context.WithValue(ctx, caddyhttp.VarsCtxKey, map[string]any{})
 	return r.WithContext(ctx), repl
-}
-
-// nextRecorder is the next handler; it records the request it got.
-type nextRecorder struct{ got *http.Request }
-
-func (n *nextRecorder) ServeHTTP(w http.ResponseWriter, r *http.Request) error {
-	n.got = r
-	return nil
-}
-
-func provisioned(t *testing.T, m *MTLSIdent) *MTLSIdent {
-	t.Helper()
-	ctx, cancel := caddy.NewContext(caddy.Context{Context: context.Background()})
-	t.Cleanup(cancel) // ends watching the deny file
-	if err := m.Provision(ctx); err != nil {
-		t.Fatal(err)
-	}
-	return m
 }
 
 func TestMTLSIdentForwards(t *testing.T) {
@@ -282,10 +263,6 @@ func TestGRPCMessage(t *testing.T) {
 }
 
 func TestCaddyfileAdapt(t *testing.T) {
-	adapt := func(body string) (string, error) {
-		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "Caddyfile"})
-		return string(out), err
-	}
 	out, err := adapt(`{
 	nutsgate {
 		deny_file /var/lib/nutsgate/deny

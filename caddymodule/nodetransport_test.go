@@ -8,7 +8,6 @@ import (
 	"testing"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp/reverseproxy"
 )
@@ -16,10 +15,6 @@ import (
 // The nuts_node transport reads its own stream_buffer and every subdirective of the http
 // transport, and takes h2c:// upstreams as the http transport does.
 func TestNodeTransportCaddyfile(t *testing.T) {
-	adapt := func(body string) (string, error) {
-		out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "Caddyfile"})
-		return string(out), err
-	}
 	for _, tc := range []struct{ body, want string }{
 		{`:80 {
 	reverse_proxy h2c://127.0.0.1:5556 {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/tls"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,13 +12,10 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
-	"github.com/caddyserver/caddy/v2/caddyconfig"
-	"github.com/caddyserver/caddy/v2/caddytest"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
@@ -74,13 +70,6 @@ var pathGuardTargets = []struct {
 	{"http://localhost:9080/n2n/%2e%2e/internal", false},
 }
 
-type guardNext struct{ called bool }
-
-func (n *guardNext) ServeHTTP(http.ResponseWriter, *http.Request) error {
-	n.called = true
-	return nil
-}
-
 func guardRequest(target string, header http.Header) *http.Request {
 	r := httptest.NewRequest(http.MethodGet, "/", nil)
 	r.RequestURI = target // as sent: httptest would parse and could refuse it
@@ -92,29 +81,20 @@ func guardRequest(target string, header http.Header) *http.Request {
 	return r.WithContext(ctx)
 }
 
-func provisionedGuard(t testing.TB) *PathGuard {
-	t.Helper()
-	pg := new(PathGuard)
-	if err := pg.Provision(caddy.Context{Context: context.Background()}); err != nil {
-		t.Fatal(err)
-	}
-	return pg
-}
-
 func TestPathGuardServeHTTP(t *testing.T) {
 	pg := provisionedGuard(t)
 	for _, tc := range pathGuardTargets {
-		next := new(guardNext)
+		next := new(nextRecorder)
 		err := pg.ServeHTTP(httptest.NewRecorder(), guardRequest(tc.target, nil), next)
 		if tc.pass {
-			if err != nil || !next.called {
-				t.Errorf("%q: error %v, next called %v; want it passed on", tc.target, err, next.called)
+			if err != nil || !next.called() {
+				t.Errorf("%q: error %v, next called %v; want it passed on", tc.target, err, next.called())
 			}
 			continue
 		}
 		var he caddyhttp.HandlerError
-		if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest || next.called {
-			t.Errorf("%q: error %v, next called %v; want 400", tc.target, err, next.called)
+		if !errors.As(err, &he) || he.StatusCode != http.StatusBadRequest || next.called() {
+			t.Errorf("%q: error %v, next called %v; want 400", tc.target, err, next.called())
 		}
 	}
 }
@@ -123,33 +103,27 @@ func TestPathGuardWithoutRequestURI(t *testing.T) {
 	pg := provisionedGuard(t)
 	r := guardRequest("", nil)
 	r.URL = &url.URL{Path: "/n2n/../internal"}
-	next := new(guardNext)
-	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err == nil || next.called {
-		t.Fatalf("error %v, next called %v", err, next.called)
+	next := new(nextRecorder)
+	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err == nil || next.called() {
+		t.Fatalf("error %v, next called %v", err, next.called())
 	}
 	r.URL = &url.URL{Path: "/iam/did:web:example.com:8443", RawPath: "/iam/did:web:example.com%3A8443"}
-	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || !next.called {
-		t.Fatalf("error %v, next called %v", err, next.called)
+	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || !next.called() {
+		t.Fatalf("error %v, next called %v", err, next.called())
 	}
 }
 
 func TestPathGuardGRPC(t *testing.T) {
 	pg := provisionedGuard(t)
 	w := httptest.NewRecorder()
-	next := new(guardNext)
+	next := new(nextRecorder)
 	r := guardRequest("/n2n/%2e%2e/x", http.Header{"Content-Type": {"application/grpc+proto"}})
-	if err := pg.ServeHTTP(w, r, next); err != nil || next.called {
-		t.Fatalf("error %v, next called %v", err, next.called)
+	if err := pg.ServeHTTP(w, r, next); err != nil || next.called() {
+		t.Fatalf("error %v, next called %v", err, next.called())
 	}
 	if w.Code != http.StatusOK || w.Header().Get("Grpc-Status") != "3" || w.Header().Get("Grpc-Message") == "" {
 		t.Fatalf("status %d, header %v", w.Code, w.Header())
 	}
-}
-
-// adaptCaddyfile adapts a Caddyfile to JSON.
-func adaptCaddyfile(body string) ([]byte, error) {
-	out, _, err := caddyconfig.GetAdapter("caddyfile").Adapt([]byte(body), map[string]any{"filename": "Caddyfile"})
-	return out, err
 }
 
 func TestPathGuardCaddyfile(t *testing.T) {
@@ -171,50 +145,6 @@ func TestPathGuardCaddyfile(t *testing.T) {
 			t.Errorf("%q: error %v, want one naming the file and %q", tc.body, err, tc.err)
 		}
 	}
-}
-
-// handlerOrder lists the handlers of routes, depth first, in the order
-// they run: subroutes (handle, handle_path, route) are opened.
-func handlerOrder(routes []any) []string {
-	var names []string
-	for _, rt := range routes {
-		handle, _ := rt.(map[string]any)["handle"].([]any)
-		for _, h := range handle {
-			h := h.(map[string]any)
-			name, _ := h["handler"].(string)
-			names = append(names, name)
-			if sub, ok := h["routes"].([]any); ok {
-				names = append(names, handlerOrder(sub)...)
-			}
-		}
-	}
-	return names
-}
-
-// siteRoutes returns the routes of the only site of the only server.
-func siteRoutes(t *testing.T, out []byte) []any {
-	t.Helper()
-	var cfg struct {
-		Apps struct {
-			HTTP struct {
-				Servers map[string]struct {
-					Routes []map[string]any `json:"routes"`
-				} `json:"servers"`
-			} `json:"http"`
-		} `json:"apps"`
-	}
-	if err := json.Unmarshal(out, &cfg); err != nil {
-		t.Fatal(err)
-	}
-	for _, srv := range cfg.Apps.HTTP.Servers {
-		if len(srv.Routes) != 1 {
-			t.Fatalf("want one site route, got %d:\n%s", len(srv.Routes), out)
-		}
-		handle := srv.Routes[0]["handle"].([]any)
-		return handle[0].(map[string]any)["routes"].([]any)
-	}
-	t.Fatalf("no server:\n%s", out)
-	return nil
 }
 
 // TestPathGuardOrder: written last in a site, path_guard still runs first,
@@ -305,27 +235,6 @@ example.com {
 	}
 }
 
-// guardUpstream stands for the node: it records the raw paths it gets.
-type guardUpstream struct {
-	mu   sync.Mutex
-	seen []string
-}
-
-func (u *guardUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	u.mu.Lock()
-	u.seen = append(u.seen, r.RequestURI)
-	u.mu.Unlock()
-	_, _ = io.WriteString(w, "node ok")
-}
-
-func (u *guardUpstream) take() []string {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	seen := u.seen
-	u.seen = nil
-	return seen
-}
-
 // rawRequest sends a request line as written, which Go's client would
 // clean, and reads the response.
 func rawRequest(t *testing.T, method, target string, header string) *http.Response {
@@ -354,19 +263,11 @@ func TestPathGuardThroughCaddy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Caddy")
 	}
-	node := new(guardUpstream)
+	node := new(recorder)
 	upstream := httptest.NewServer(node)
 	defer upstream.Close()
 
-	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		skip_install_trust
-	}
+	startCaddy(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /n2n/* {
 			reverse_proxy %s
@@ -381,11 +282,11 @@ func TestPathGuardThroughCaddy(t *testing.T) {
 			respond 404
 		}
 		path_guard
-	}`, upstream.Listener.Addr()), "caddyfile")
+	}`, upstream.Listener.Addr()))
 
 	for _, tc := range pathGuardTargets {
 		resp := rawRequest(t, http.MethodGet, tc.target, "")
-		seen := node.take()
+		seen := targets(node.take())
 		if tc.pass {
 			if resp.StatusCode == http.StatusBadRequest {
 				t.Errorf("%q: 400, want it passed", tc.target)
@@ -400,7 +301,7 @@ func TestPathGuardThroughCaddy(t *testing.T) {
 	// What reaches the node is the path as sent.
 	for _, target := range []string{"/n2n/x", "/iam/did:web:example.com%3A8443/x", "/iam/%2B%20%3a", "/n2n/x;a=b"} {
 		resp := rawRequest(t, http.MethodGet, target, "")
-		if seen := node.take(); resp.StatusCode != http.StatusOK || len(seen) != 1 || seen[0] != target {
+		if seen := targets(node.take()); resp.StatusCode != http.StatusOK || len(seen) != 1 || seen[0] != target {
 			t.Errorf("%q: status %d, node saw %q", target, resp.StatusCode, seen)
 		}
 	}
@@ -435,7 +336,7 @@ func BenchmarkPathGuard(b *testing.B) {
 	pg := provisionedGuard(b)
 	r := guardRequest("/iam/did:web:example.com%3A8443/did.json", nil)
 	w := httptest.NewRecorder()
-	next := new(guardNext)
+	next := new(nextRecorder)
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = pg.ServeHTTP(w, r, next)
@@ -448,19 +349,11 @@ func BenchmarkPathGuardRefused(b *testing.B) {
 	pg.logger = nil // measure the check, not the log
 	r := guardRequest("/n2n/%2e%2e/internal", nil)
 	w := httptest.NewRecorder()
-	next := new(guardNext)
+	next := new(nextRecorder)
 	b.ReportAllocs()
 	for b.Loop() {
 		_ = pg.ServeHTTP(w, r, next)
 	}
-}
-
-// guardSeen is the next handler of path_guard: it keeps the request it got.
-type guardSeen struct{ r *http.Request }
-
-func (n *guardSeen) ServeHTTP(_ http.ResponseWriter, r *http.Request) error {
-	n.r = r
-	return nil
 }
 
 // TestPathGuardDropsTrailers: the request passed on carries no trailer map,
@@ -481,19 +374,19 @@ func TestPathGuardDropsTrailers(t *testing.T) {
 			r.Method = http.MethodPost
 			r.Body = io.NopCloser(strings.NewReader("body"))
 			r.Trailer = tc.trailer
-			next := new(guardSeen)
-			if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || next.r == nil {
-				t.Fatalf("error %v, passed on %v", err, next.r != nil)
+			next := new(nextRecorder)
+			if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || next.got == nil {
+				t.Fatalf("error %v, passed on %v", err, next.got != nil)
 			}
 			if tc.trailer != nil {
 				tc.trailer.Set("X-Evil", "1") // the server reads the trailer section
 			} else {
 				r.Trailer = http.Header{"X-Evil": {"1"}} // Go's HTTP/1 server sets the field
 			}
-			if next.r.Trailer != nil {
-				t.Errorf("the request passed on has trailers %v", next.r.Trailer)
+			if next.got.Trailer != nil {
+				t.Errorf("the request passed on has trailers %v", next.got.Trailer)
 			}
-			if v, ok := next.r.Header["Trailer"]; ok {
+			if v, ok := next.got.Header["Trailer"]; ok {
 				t.Errorf("the request passed on declares trailers %q", v)
 			}
 		})
@@ -519,12 +412,12 @@ func TestPathGuardStripsCertHeader(t *testing.T) {
 		"X-Ssl-Certificate":  {"kept"},
 		"Accept":             {"kept"},
 	}
-	next := new(guardSeen)
-	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || next.r == nil {
-		t.Fatalf("error %v, passed on %v", err, next.r != nil)
+	next := new(nextRecorder)
+	if err := pg.ServeHTTP(httptest.NewRecorder(), r, next); err != nil || next.got == nil {
+		t.Fatalf("error %v, passed on %v", err, next.got != nil)
 	}
 	want := http.Header{"Off": {"kept"}, "X-Ssl-Certificate": {"kept"}, "Accept": {"kept"}}
-	if got := next.r.Header; len(got) != len(want) || got.Get("Off") != "kept" || got.Get("X-Ssl-Certificate") != "kept" || got.Get("Accept") != "kept" {
+	if got := next.got.Header; len(got) != len(want) || got.Get("Off") != "kept" || got.Get("X-Ssl-Certificate") != "kept" || got.Get("Accept") != "kept" {
 		t.Errorf("headers passed on: %v, want %v", got, want)
 	}
 }
@@ -537,17 +430,17 @@ func TestPathGuardEarlyData(t *testing.T) {
 	early := guardRequest("/internal/x", nil)
 	early.Method = http.MethodPost
 	early.TLS = &tls.ConnectionState{HandshakeComplete: false}
-	next := new(guardNext)
+	next := new(nextRecorder)
 	var he caddyhttp.HandlerError
-	if err := pg.ServeHTTP(httptest.NewRecorder(), early, next); !errors.As(err, &he) || he.StatusCode != http.StatusTooEarly || next.called {
-		t.Fatalf("early data: error %v, next called %v; want 425", err, next.called)
+	if err := pg.ServeHTTP(httptest.NewRecorder(), early, next); !errors.As(err, &he) || he.StatusCode != http.StatusTooEarly || next.called() {
+		t.Fatalf("early data: error %v, next called %v; want 425", err, next.called())
 	}
 
 	w := httptest.NewRecorder()
 	early = guardRequest("/grpc.testing.TestService/UnaryCall", http.Header{"Content-Type": {"application/grpc"}})
 	early.TLS = &tls.ConnectionState{HandshakeComplete: false}
-	if err := pg.ServeHTTP(w, early, next); err != nil || next.called {
-		t.Fatalf("gRPC early data: error %v, next called %v", err, next.called)
+	if err := pg.ServeHTTP(w, early, next); err != nil || next.called() {
+		t.Fatalf("gRPC early data: error %v, next called %v", err, next.called())
 	}
 	if w.Code != http.StatusOK || w.Header().Get("Grpc-Status") != "14" {
 		t.Fatalf("gRPC early data: status %d, header %v; want grpc-status 14", w.Code, w.Header())
@@ -555,24 +448,9 @@ func TestPathGuardEarlyData(t *testing.T) {
 
 	done := guardRequest("/internal/x", nil)
 	done.TLS = &tls.ConnectionState{HandshakeComplete: true}
-	if err := pg.ServeHTTP(httptest.NewRecorder(), done, next); err != nil || !next.called {
-		t.Fatalf("after the handshake: error %v, next called %v", err, next.called)
+	if err := pg.ServeHTTP(httptest.NewRecorder(), done, next); err != nil || !next.called() {
+		t.Fatalf("after the handshake: error %v, next called %v", err, next.called())
 	}
-}
-
-// trailerUpstream stands for the node: it records the trailers of every
-// request after reading its body.
-type trailerUpstream struct {
-	mu   sync.Mutex
-	seen []http.Header
-}
-
-func (u *trailerUpstream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	_, _ = io.Copy(io.Discard, r.Body)
-	u.mu.Lock()
-	u.seen = append(u.seen, r.Trailer.Clone())
-	u.mu.Unlock()
-	_, _ = io.WriteString(w, "node ok")
 }
 
 // TestPathGuardTrailersThroughCaddy sends HTTP/1.1 chunked requests with
@@ -582,30 +460,19 @@ func TestPathGuardTrailersThroughCaddy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Caddy")
 	}
-	node := new(trailerUpstream)
+	node := new(recorder)
 	upstream := httptest.NewServer(node)
 	defer upstream.Close()
 
-	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		skip_install_trust
-	}
+	startCaddy(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		path_guard
 		reverse_proxy %s
-	}`, upstream.Listener.Addr()), "caddyfile")
+	}`, upstream.Listener.Addr()))
 
 	for _, declare := range []string{"Trailer: X-Evil\r\n", ""} {
 		resp := rawRequest(t, http.MethodPost, "/n2n/x", declare+"Transfer-Encoding: chunked\r\n\r\n4\r\nbody\r\n0\r\nX-Evil: 1\r\n")
-		node.mu.Lock()
-		seen := node.seen
-		node.seen = nil
-		node.mu.Unlock()
+		seen := trailers(node.take())
 		if resp.StatusCode != http.StatusOK || len(seen) != 1 || len(seen[0]) != 0 {
 			t.Errorf("%q: status %d, upstream saw trailers %v; want 200 and none", declare, resp.StatusCode, seen)
 		}
@@ -621,7 +488,7 @@ func BenchmarkPathGuardBody(b *testing.B) {
 	r.Method = http.MethodPost
 	r.Body = io.NopCloser(strings.NewReader("{}"))
 	w := httptest.NewRecorder()
-	next := new(guardNext)
+	next := new(nextRecorder)
 	b.ReportAllocs()
 	for b.Loop() {
 		r.Header["X-Ssl-Cert"] = []string{"forged"}

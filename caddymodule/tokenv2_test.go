@@ -10,13 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
-	"github.com/caddyserver/caddy/v2/caddytest"
 
 	"github.com/nutsgate/nutsgate/handlers/tokenv2"
 )
@@ -57,28 +55,6 @@ func TestTokenV2Caddyfile(t *testing.T) {
 	}
 }
 
-// recorder is a stand-in node that records what reaches it.
-type recorder struct {
-	mu   sync.Mutex
-	seen []*http.Request
-}
-
-func (rec *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rec.mu.Lock()
-	rec.seen = append(rec.seen, r.Clone(r.Context()))
-	rec.mu.Unlock()
-	_, _ = io.WriteString(w, "node ok")
-}
-
-// take returns and forgets what reached the node.
-func (rec *recorder) take() []*http.Request {
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
-	seen := rec.seen
-	rec.seen = nil
-	return seen
-}
-
 func TestTokenV2ThroughCaddy(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Caddy")
@@ -102,15 +78,7 @@ func TestTokenV2ThroughCaddy(t *testing.T) {
 	upstream := httptest.NewServer(node)
 	defer upstream.Close()
 
-	tester := caddytest.NewTester(t)
-	tester.InitServer(fmt.Sprintf(`
-	{
-		admin localhost:2999
-		http_port 9080
-		https_port 9443
-		grace_period 1ns
-		skip_install_trust
-	}
+	tester := startCaddy(t, fmt.Sprintf(`
 	http://localhost:9080 {
 		handle /internal/* {
 			token_v2 {
@@ -130,7 +98,7 @@ func TestTokenV2ThroughCaddy(t *testing.T) {
 		handle {
 			respond 404
 		}
-	}`, keys, upstream.Listener.Addr()), "caddyfile")
+	}`, keys, upstream.Listener.Addr()))
 
 	mint := func(key ed25519.PrivateKey, iss, aud string) string {
 		tok, err := tokenv2.Mint(tokenv2.MintRequest{Key: key, Issuer: iss, Subject: "sub-1", Audience: aud, TTL: time.Minute})
