@@ -3,21 +3,21 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nutsgate/nutsgate/internal/e2ebin"
+	"github.com/nutsgate/nutsgate/internal/testnode"
 )
 
 // binPath is the nutsgate binary built by TestMain.
@@ -73,60 +73,45 @@ func runBinIn(t *testing.T, timeout time.Duration, dir string, env []string, arg
 	return res
 }
 
-// ---- the recording upstream ----
+// ---- the stand-in node ----
 
-// recordedRequest is one request as the upstream (the stand-in Nuts node) received it.
-type recordedRequest struct {
-	Method   string
-	Path     string
-	RawQuery string
-	Header   http.Header
-}
+// upstream is the stand-in Nuts node (internal/testnode) behind a token_v2 gateway, with the
+// assertions the token_v2 tests make on what it received.
+type upstream struct{ *testnode.Node }
 
-// upstream is a stand-in Nuts node on 127.0.0.1 that records every request and answers 200
-// "node ok".
-type upstream struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	reqs []recordedRequest
-}
-
-// upstreamBody is what the upstream answers to every request.
-const upstreamBody = "node ok"
-
-// newUpstream starts a recording upstream, closed when the test ends.
+// newUpstream starts a stand-in node, closed when the test ends.
 func newUpstream(t *testing.T) *upstream {
 	t.Helper()
-	u := &upstream{}
-	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		u.mu.Lock()
-		u.reqs = append(u.reqs, recordedRequest{
-			Method: r.Method, Path: r.URL.Path, RawQuery: r.URL.RawQuery, Header: r.Header.Clone(),
-		})
-		u.mu.Unlock()
-		io.Copy(io.Discard, r.Body)
-		_, _ = io.WriteString(w, upstreamBody)
-	}))
-	t.Cleanup(u.srv.Close)
-	return u
+	node, err := testnode.Start(testnode.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(node.Close)
+	return &upstream{node}
 }
 
-// hostPort is the upstream's address as reverse_proxy wants it.
+// hostPort is the address of the node's public listener as reverse_proxy wants it.
 func (u *upstream) hostPort() string {
-	return strings.TrimPrefix(u.srv.URL, "http://")
+	return strings.TrimPrefix(u.PublicURL(), "http://")
 }
 
 // requestsFor returns the recorded requests whose path is path.
-func (u *upstream) requestsFor(path string) []recordedRequest {
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	var out []recordedRequest
-	for _, r := range u.reqs {
+func (u *upstream) requestsFor(path string) []testnode.Request {
+	var out []testnode.Request
+	for _, r := range u.Requests() {
 		if r.Path == path {
 			out = append(out, r)
 		}
 	}
 	return out
+}
+
+// answeredByNode reports whether r is the node's answer to a request for path: 200 with the
+// node's echo of it.
+func answeredByNode(r response, path string) bool {
+	var echo struct{ Listener, Path string }
+	return r.status == http.StatusOK && json.Unmarshal([]byte(r.body), &echo) == nil &&
+		echo.Listener == testnode.ListenerPublic && echo.Path == path
 }
 
 // assertSawNothing fails the test if the upstream received any request for path. Every test
@@ -296,13 +281,13 @@ func (g *gateway) expectRefused(t *testing.T, auth string) {
 }
 
 // tryGrant sends one request with auth and reports whether it was granted: 200 with the
-// upstream's body, and the upstream saw exactly that request with the Authorization header
+// node's answer, and the upstream saw exactly that request with the Authorization header
 // intact. Otherwise it returns a description of what happened instead.
 func (g *gateway) tryGrant(t *testing.T, auth string) (ok bool, what string) {
 	t.Helper()
 	path, query := probePath(t), "probe=1&x=%3A"
 	r := g.send(t, http.MethodGet, path+"?"+query, auth)
-	if r.status != http.StatusOK || r.body != upstreamBody {
+	if !answeredByNode(r, path) {
 		return false, fmt.Sprintf("status %d body %q", r.status, r.body)
 	}
 	g.up.assertSawExactly(t, http.MethodGet, path, query, auth)
@@ -313,7 +298,7 @@ func (g *gateway) tryGrant(t *testing.T, auth string) (ok bool, what string) {
 func (g *gateway) expectGranted(t *testing.T, auth string) {
 	t.Helper()
 	if ok, what := g.tryGrant(t, auth); !ok {
-		t.Errorf("Authorization %.60q: want grant (200 %q from upstream), got %s", auth, upstreamBody, what)
+		t.Errorf("Authorization %.60q: want grant (200 from the node), got %s", auth, what)
 	}
 }
 

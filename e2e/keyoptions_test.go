@@ -100,7 +100,7 @@ func (g *gateway) grantedVia(t *testing.T, src, xff, auth string) bool {
 	t.Helper()
 	path := probePath(t)
 	r := g.sendFrom(t, src, xff, path, auth)
-	if r.status == http.StatusOK && r.body == upstreamBody {
+	if answeredByNode(r, path) {
 		g.up.assertSawExactly(t, http.MethodGet, path, "", auth)
 		return true
 	}

@@ -100,7 +100,7 @@ func newHoldingUpstream(t *testing.T) *holdingUpstream {
 			u.arrived <- r.URL.Path
 			<-u.release
 		}
-		_, _ = io.WriteString(w, upstreamBody)
+		_, _ = io.WriteString(w, "node ok")
 	}))
 	t.Cleanup(func() {
 		select {
