@@ -265,9 +265,13 @@ func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
 type earlyConn struct {
 	net.PacketConn
 	hold           chan struct{} // closed: reads flow
+	released       sync.Once
 	handshakeDelay time.Duration
 	zeroRTT        atomic.Int64 // datagrams written that carry a 0-RTT packet
 }
+
+// release lets reads flow; it may be called any number of times.
+func (c *earlyConn) release() { c.released.Do(func() { close(c.hold) }) }
 
 func (c *earlyConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	<-c.hold
@@ -323,6 +327,16 @@ func longHeaderTypes(b []byte) (zeroRTT, handshake bool) {
 	return
 }
 
+// handshakeDone waits for conn's handshake to complete, failing the test when ctx ends first.
+func handshakeDone(t *testing.T, ctx context.Context, conn *quic.Conn) {
+	t.Helper()
+	select {
+	case <-conn.HandshakeComplete():
+	case <-ctx.Done():
+		t.Fatalf("the QUIC handshake did not complete: %v", ctx.Err())
+	}
+}
+
 // TestEarlyDataRefused: a token-authenticated POST to /internal sent as TLS 1.3 early data
 // (0-RTT over HTTP/3, which Caddy accepts by default) is answered 425 and never reaches the
 // node; the same request after the handshake is served.
@@ -341,10 +355,11 @@ func TestEarlyDataRefused(t *testing.T) {
 		if early {
 			pc.handshakeDelay = time.Second
 		} else {
-			close(pc.hold)
+			pc.release()
 		}
 		qt := &quic.Transport{Conn: pc}
 		t.Cleanup(func() { qt.Close() })
+		t.Cleanup(pc.release) // first: a transport whose reads are held never closes
 		conn, err := qt.DialEarly(ctx, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: g.Port}, cfg, &quic.Config{})
 		if err != nil {
 			t.Fatalf("HTTP/3 dial: %v", err)
@@ -385,7 +400,7 @@ func TestEarlyDataRefused(t *testing.T) {
 		if pc.handshakeDelay > 0 { // 0-RTT: let the request leave before the handshake goes on
 			sent := pc.zeroRTT.Load()
 			eventually(t, 5*time.Second, "the early request leaves in a 0-RTT packet", func() bool { return pc.zeroRTT.Load() > sent })
-			close(pc.hold)
+			pc.release()
 		}
 		resp, err := str.ReadResponse()
 		if err != nil {
@@ -398,7 +413,7 @@ func TestEarlyDataRefused(t *testing.T) {
 
 	// A first connection: a request after the handshake, served; the gateway issues a ticket.
 	conn, pc := dial(t, ctx, cfg, false)
-	<-conn.HandshakeComplete()
+	handshakeDone(t, ctx, conn)
 	id := uuid.NewString()
 	if status, err := post(t, h3.NewClientConn(conn), pc, id); err != nil || status != http.StatusOK || len(g.nodeRequestsWith(id)) != 1 {
 		t.Fatalf("POST after the handshake: status %d, %v, node saw %d; want 200 and one", status, err, len(g.nodeRequestsWith(id)))
@@ -415,7 +430,8 @@ func TestEarlyDataRefused(t *testing.T) {
 	defer conn.CloseWithError(0, "")
 	id = uuid.NewString()
 	status, err := post(t, h3.NewClientConn(conn), pc, id)
-	<-conn.HandshakeComplete()
+	pc.release() // if post failed before it let the handshake go on
+	handshakeDone(t, ctx, conn)
 	if !conn.ConnectionState().Used0RTT {
 		t.Fatalf("the gateway did not accept 0-RTT (status %d, %v): the test proves nothing", status, err)
 	}
