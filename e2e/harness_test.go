@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/nutsgate/nutsgate/internal/e2ebin"
@@ -157,9 +158,9 @@ type gateway struct {
 }
 
 // caddyfileTemplate is the configuration every gateway runs: /internal/* behind token_v2 and
-// proxied to the upstream, everything else 404. The placeholders are filled by startGateway.
+// proxied to the upstream, everything else 404. The fields are filled by writeCaddyfile.
 const caddyfileTemplate = `{
-	admin 127.0.0.1:%d
+	admin 127.0.0.1:{{.Admin}}
 	default_bind 127.0.0.1
 	auto_https off
 	log {
@@ -167,13 +168,13 @@ const caddyfileTemplate = `{
 	}
 }
 
-http://127.0.0.1:%d {
+http://127.0.0.1:{{.Site}} {
 	handle /internal/* {
 		token_v2 {
-			authorized_keys %s
-			audience %s
+			authorized_keys {{.Keys}}
+			audience {{.Audience}}
 		}
-		reverse_proxy %s
+		reverse_proxy {{.Upstream}}
 	}
 	handle {
 		respond 404
@@ -188,11 +189,44 @@ const testAudience = "test-aud"
 // returns its path and the site port it uses.
 func writeCaddyfile(t *testing.T, keysFile string, up *upstream) (path string, sitePort int) {
 	t.Helper()
-	sitePort = e2ebin.FreePort(t)
-	cfg := fmt.Sprintf(caddyfileTemplate, e2ebin.FreePort(t), sitePort, keysFile, testAudience, up.hostPort())
-	path = filepath.Join(t.TempDir(), "Caddyfile")
-	writeFileAtomic(t, path, []byte(cfg))
-	return path, sitePort
+	settings := struct {
+		Admin, Site              int
+		Keys, Audience, Upstream string
+	}{e2ebin.FreePort(t), e2ebin.FreePort(t), keysFile, testAudience, up.hostPort()}
+	return writeGatewayDir(t, t.TempDir(), nil, caddyfileTemplate, settings), settings.Site
+}
+
+// writeGatewayDir writes files (name: content) into dir, then the Caddyfile rendered from the
+// text/template tmpl with settings, and returns the Caddyfile's path. Every test gateway's
+// directory is written by it.
+func writeGatewayDir(t *testing.T, dir string, files map[string][]byte, tmpl string, settings any) string {
+	t.Helper()
+	for name, data := range files {
+		writeFileAtomic(t, filepath.Join(dir, name), data)
+	}
+	var cfg bytes.Buffer
+	if err := template.Must(template.New("Caddyfile").Parse(tmpl)).Execute(&cfg, settings); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "Caddyfile")
+	writeFileAtomic(t, path, cfg.Bytes())
+	return path
+}
+
+// serverFiles are the PKI files of a TLS gateway: the CA that signs client certificates
+// (ca.pem) and the server's certificate and key (server.pem, server.key), with extra files.
+func serverFiles(t *testing.T, pki *testPKI, extra map[string][]byte) map[string][]byte {
+	t.Helper()
+	server := pki.server(t)
+	files := map[string][]byte{
+		"ca.pem":     pki.caPEM(),
+		"server.pem": server.pem(),
+		"server.key": server.keyPEM(t),
+	}
+	for name, data := range extra {
+		files[name] = data
+	}
+	return files
 }
 
 // startGateway starts `nutsgate run` with a Caddyfile protecting /internal/* with token_v2 over
@@ -200,7 +234,25 @@ func writeCaddyfile(t *testing.T, keysFile string, up *upstream) (path string, s
 // the test ends; on failure the process's output is printed.
 func startGateway(t *testing.T, keysFile string, up *upstream) *gateway {
 	t.Helper()
+	return startGatewayEdited(t, keysFile, up, "", "")
+}
+
+// startGatewayEdited is startGateway with the first old in the test Caddyfile replaced by new
+// (nothing changed if old is "").
+func startGatewayEdited(t *testing.T, keysFile string, up *upstream, old, new string) *gateway {
+	t.Helper()
 	cfgPath, sitePort := writeCaddyfile(t, keysFile, up)
+	if old != "" {
+		cfg, err := os.ReadFile(cfgPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edited := strings.Replace(string(cfg), old, new, 1)
+		if edited == string(cfg) {
+			t.Fatalf("no %q in the test Caddyfile", old)
+		}
+		writeFileAtomic(t, cfgPath, []byte(edited))
+	}
 	g := &gateway{base: "http://127.0.0.1:" + strconv.Itoa(sitePort), up: up}
 	g.process = e2ebin.Start(t, binPath, cfgPath, func() bool {
 		resp, err := httpClient.Get(g.base + "/")

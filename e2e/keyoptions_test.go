@@ -5,13 +5,9 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // startGatewayKeyOptions is startGateway with `key_options <mode>` in the token_v2 block ("" for
@@ -22,33 +18,6 @@ func startGatewayKeyOptions(t *testing.T, keysFile string, up *upstream, mode st
 		return startGatewayEdited(t, keysFile, up, "", "")
 	}
 	return startGatewayEdited(t, keysFile, up, "audience "+testAudience+"\n", "audience "+testAudience+"\n\t\t\tkey_options "+mode+"\n")
-}
-
-// startGatewayEdited is startGateway with the first old in the test Caddyfile replaced by new
-// (nothing changed if old is "").
-func startGatewayEdited(t *testing.T, keysFile string, up *upstream, old, new string) *gateway {
-	t.Helper()
-	cfgPath, sitePort := writeCaddyfile(t, keysFile, up)
-	if old != "" {
-		cfg, err := os.ReadFile(cfgPath)
-		if err != nil {
-			t.Fatal(err)
-		}
-		edited := strings.Replace(string(cfg), old, new, 1)
-		if edited == string(cfg) {
-			t.Fatalf("no %q in the test Caddyfile", old)
-		}
-		writeFileAtomic(t, cfgPath, []byte(edited))
-	}
-	g := &gateway{base: "http://127.0.0.1:" + strconv.Itoa(sitePort), up: up}
-	g.process = e2ebin.Start(t, binPath, cfgPath, func() bool {
-		resp, err := httpClient.Get(g.base + "/")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
-	return g
 }
 
 // sendFrom makes one GET request to the gateway from the loopback source address src

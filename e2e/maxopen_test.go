@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/google/uuid"
@@ -135,24 +133,11 @@ func startMaxOpenGateway(t *testing.T) (*mtlsGateway, *holdingUpstream) {
 		NodePublic: strings.TrimPrefix(up.srv.URL, "http://"),
 		NodeGRPC:   node.GRPCAddr(),
 	}
-	server := g.pki.server(t)
-	for name, data := range map[string][]byte{
-		"ca.pem":     g.pki.caPEM(),
-		"server.pem": server.pem(),
-		"server.key": server.keyPEM(t),
-	} {
-		writeFileAtomic(t, filepath.Join(g.Dir, name), data)
-	}
-	var cfg bytes.Buffer
 	settings := struct {
 		mtlsSettings
 		MaxOpen int
 	}{g.mtlsSettings, maxOpen}
-	if err := template.Must(template.New("Caddyfile").Parse(maxOpenCaddyfile)).Execute(&cfg, settings); err != nil {
-		t.Fatal(err)
-	}
-	g.cfgPath = filepath.Join(g.Dir, "Caddyfile")
-	writeFileAtomic(t, g.cfgPath, cfg.Bytes())
+	g.cfgPath = writeGatewayDir(t, g.Dir, serverFiles(t, g.pki, nil), maxOpenCaddyfile, settings)
 	g.start(t)
 	return g, up
 }

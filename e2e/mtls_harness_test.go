@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/tls"
@@ -14,7 +13,6 @@ import (
 	"strconv"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/google/uuid"
@@ -157,21 +155,9 @@ func startMTLSGatewayWith(t *testing.T, caddyfile string, n2nPerMin, grpcPerMin 
 		N2NRate:      strconv.Itoa(n2nPerMin) + "/1m",
 		GRPCRate:     strconv.Itoa(grpcPerMin) + "/1m",
 	}
-	server := g.pki.server(t)
-	for name, data := range map[string][]byte{
-		"ca.pem":        g.pki.caPEM(),
-		"server.pem":    server.pem(),
-		"server.key":    server.keyPEM(t),
+	g.cfgPath = writeGatewayDir(t, g.Dir, serverFiles(t, g.pki, map[string][]byte{
 		"site-deny.txt": []byte("# e2e: the n2n route's own deny list\n"),
-	} {
-		writeFileAtomic(t, filepath.Join(g.Dir, name), data)
-	}
-	var cfg bytes.Buffer
-	if err := template.Must(template.New("Caddyfile").Parse(caddyfile)).Execute(&cfg, g.mtlsSettings); err != nil {
-		t.Fatal(err)
-	}
-	g.cfgPath = filepath.Join(g.Dir, "Caddyfile")
-	writeFileAtomic(t, g.cfgPath, cfg.Bytes())
+	}), caddyfile, g.mtlsSettings)
 	g.start(t)
 	return g
 }

@@ -2,19 +2,16 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/nutsgate/nutsgate/internal/e2ebin"
@@ -157,21 +154,9 @@ func startSiteGatewayWith(t *testing.T, n2nRate, protocols string, clientAuth bo
 		Protocols:  protocols,
 		ClientAuth: clientAuth,
 	}
-	server := g.pki.server(t)
-	for name, data := range map[string][]byte{
-		"ca.pem":          g.pki.caPEM(),
-		"server.pem":      server.pem(),
-		"server.key":      server.keyPEM(t),
+	g.cfgPath = writeGatewayDir(t, g.Dir, serverFiles(t, g.pki, map[string][]byte{
 		"authorized_keys": []byte(authorizedKeysText(g.key)),
-	} {
-		writeFileAtomic(t, filepath.Join(g.Dir, name), data)
-	}
-	var cfg bytes.Buffer
-	if err := template.Must(template.New("Caddyfile").Parse(siteCaddyfile)).Execute(&cfg, g.siteSettings); err != nil {
-		t.Fatal(err)
-	}
-	g.cfgPath = filepath.Join(g.Dir, "Caddyfile")
-	writeFileAtomic(t, g.cfgPath, cfg.Bytes())
+	}), siteCaddyfile, g.siteSettings)
 	g.process = e2ebin.Start(t, binPath, g.cfgPath, func() bool {
 		c, err := net.DialTimeout("tcp", g.addr(g.Admin), time.Second)
 		if err != nil {

@@ -1,19 +1,16 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
-	"text/template"
 	"time"
 
 	"github.com/google/uuid"
@@ -111,16 +108,7 @@ func TestRequestBodyDeadline(t *testing.T) {
 		Dir: t.TempDir(), ReadBody: bodyDeadline.String(),
 		NodePublic: strings.TrimPrefix(node.PublicURL(), "http://"), NodeGRPC: node.GRPCAddr(),
 	}
-	server := pki.server(t)
-	writeFileAtomic(t, filepath.Join(settings.Dir, "ca.pem"), pki.caPEM())
-	writeFileAtomic(t, filepath.Join(settings.Dir, "server.pem"), server.pem())
-	writeFileAtomic(t, filepath.Join(settings.Dir, "server.key"), server.keyPEM(t))
-	var cfg bytes.Buffer
-	if err := template.Must(template.New("Caddyfile").Parse(timeoutsCaddyfile)).Execute(&cfg, settings); err != nil {
-		t.Fatal(err)
-	}
-	cfgPath := filepath.Join(settings.Dir, "Caddyfile")
-	writeFileAtomic(t, cfgPath, cfg.Bytes())
+	cfgPath := writeGatewayDir(t, settings.Dir, serverFiles(t, pki, nil), timeoutsCaddyfile, settings)
 	client := pki.client(t, "quiet-peer")
 	clientTLS := withClientCert(&tls.Config{RootCAs: pki.pool, ServerName: "localhost"}, client)
 	publicAddr, grpcAddr := "127.0.0.1:"+strconv.Itoa(settings.Public), "127.0.0.1:"+strconv.Itoa(settings.GRPC)

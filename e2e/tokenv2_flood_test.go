@@ -5,15 +5,11 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // clientFrom is an HTTP client whose connections come from the loopback address ip, so that
@@ -52,20 +48,7 @@ func TestTokenV2FailureBudget(t *testing.T) {
 	alice := newKey(t, p521Key, "alice")
 	stranger := newKey(t, p521Key, "alice") // not in the file: its signatures fail with alice's kid
 	up := newUpstream(t)
-	cfgPath, sitePort := writeCaddyfile(t, writeAuthorizedKeys(t, alice), up)
-	cfg, err := os.ReadFile(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	writeFileAtomic(t, cfgPath, []byte(strings.Replace(string(cfg), "audience "+testAudience, "audience "+testAudience+"\n\t\t\tfailures 3/1h", 1)))
-	g := &gateway{base: "http://127.0.0.1:" + strconv.Itoa(sitePort), up: up}
-	g.process = e2ebin.Start(t, binPath, cfgPath, func() bool {
-		resp, err := httpClient.Get(g.base + "/")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
+	g := startGatewayEdited(t, writeAuthorizedKeys(t, alice), up, "audience "+testAudience, "audience "+testAudience+"\n\t\t\tfailures 3/1h")
 
 	forged := func() string {
 		return stranger.newToken().with(func(h, _ map[string]any) { h["kid"] = alice.fingerprint() }).bearer(t)
