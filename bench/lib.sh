@@ -19,6 +19,12 @@ go build -o "$work/nutsgate" ./cmd/nutsgate
 export GOMODCACHE="$(go env GOMODCACHE)" GOCACHE="$(go env GOCACHE)"
 export HOME=$work XDG_CONFIG_HOME=$work XDG_DATA_HOME=$work # Caddy's storage and autosave
 
+# server_cert: a throwaway server certificate for localhost, $work/server.pem and .key.
+server_cert() {
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
+		-addext subjectAltName=DNS:localhost -keyout "$work/server.key" -out "$work/server.pem" 2>/dev/null
+}
+
 # start NAME BINARY: runs $work/NAME.caddyfile with BINARY; its pid is in pid_NAME.
 start() {
 	"$work/$2" run --config "$work/$1.caddyfile" >"$work/$1.log" 2>&1 &

@@ -11,8 +11,7 @@ source "$(dirname "$0")/lib.sh"
 
 pki=quickstart/pki
 cat "$pki/node-a.pem" "$pki/node-a.key" >"$work/client.pem"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-	-addext subjectAltName=DNS:localhost -keyout "$work/server.key" -out "$work/server.pem" 2>/dev/null
+server_cert
 
 site() { # name admin-port site-port body
 	cat >"$work/$1.caddyfile" <<CONF

@@ -18,8 +18,7 @@ source "$(dirname "$0")/lib.sh"
 pki=quickstart/pki
 go build -o "$work/nuts-testnode" ./cmd/nuts-testnode
 go build -o "$work/unreadpeer" ./bench/unreadpeer
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj /CN=localhost \
-	-addext subjectAltName=DNS:localhost -keyout "$work/server.key" -out "$work/server.pem" 2>/dev/null
+server_cert
 
 site() { # name admin-port site-port max_open-line transport
 	cat >"$work/$1.caddyfile" <<CONF
