@@ -323,7 +323,7 @@ func (m *MTLSIdent) deniesID(id mtlsident.Identity) bool {
 func (m *MTLSIdent) refused(reason, msg string, r *http.Request, fields ...zap.Field) {
 	mtlsRefusals.WithLabelValues(reason).Inc()
 	if c, sup := mtlsRefusalLog.Check(m.logger, zapcore.InfoLevel, reason, msg); c != nil {
-		c.Write(append([]zap.Field{zap.String("reason", reason)}, append(fields, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)...)
+		c.Write(append(fields, zap.String("reason", reason), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
 	}
 }
 
