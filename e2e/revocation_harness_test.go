@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ed25519"
 	"crypto/hmac"
@@ -31,6 +32,10 @@ import (
 	"time"
 
 	"github.com/go-jose/go-jose/v4"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/nutsgate/nutsgate/internal/e2ebin"
 	"github.com/nutsgate/nutsgate/internal/testnode"
@@ -519,8 +524,10 @@ func newSigner(t *testing.T) (ed25519.PrivateKey, []byte) {
 
 // pkiCaddyfile is the configuration of the revocation gateways: the n2n port (client
 // certificate verified if given, then by nuts_pki; /n2n behind mtls_ident) and the gRPC port
-// (required, nuts_pki, mtls_ident, h2c to the node). PKI_BLOCK is replaced by the test's pki
-// options before the template is rendered.
+// (required, nuts_pki, mtls_ident, h2c to the node); and a third site whose client_auth has no
+// verifier, where only mtls_ident consults the verdicts at request time (/n2n to the node's
+// HTTP listener, everything else to its gRPC one). PKI_BLOCK and PLAIN_PORT are replaced by the
+// test's pki options and the third site's port before the template is rendered.
 const pkiCaddyfile = `{
 	admin 127.0.0.1:{{.Admin}}
 	default_bind 127.0.0.1
@@ -572,6 +579,25 @@ https://localhost:{{.GRPC}} {
 	}
 	reverse_proxy h2c://{{.NodeGRPC}}
 }
+
+https://localhost:PLAIN_PORT {
+	path_guard
+	tls {{.Dir}}/server.pem {{.Dir}}/server.key {
+		client_auth {
+			mode verify_if_given
+			trust_pool file {{.Dir}}/ca.pem
+		}
+	}
+	mtls_ident {
+		require
+	}
+	handle /n2n/* {
+		reverse_proxy {{.NodePublic}}
+	}
+	handle {
+		reverse_proxy h2c://{{.NodeGRPC}}
+	}
+}
 `
 
 // pkiConfig is the gateway's pki block, written as the Caddyfile's lines.
@@ -617,8 +643,9 @@ func cmpOr(s, def string) string {
 // chain, with the server that publishes the CRLs.
 type pkiGateway struct {
 	*mtlsGateway
-	root *crlCA
-	srv  *pkiServer
+	root  *crlCA
+	srv   *pkiServer
+	plain int // the port of the site without the verifier
 }
 
 // startPKIGateway starts a test node and a gateway of pkiCaddyfile with the pki block cfg,
@@ -637,12 +664,14 @@ func startPKIGateway(t *testing.T, root *crlCA, cfg pkiConfig) *pkiGateway {
 		NodePublic: strings.TrimPrefix(node.PublicURL(), "http://"),
 		NodeGRPC:   node.GRPCAddr(),
 	}
+	plain := e2ebin.FreePort(t)
 	tmpl := strings.Replace(pkiCaddyfile, "PKI_BLOCK\n", cfg.block(), 1)
+	tmpl = strings.Replace(tmpl, "PLAIN_PORT", strconv.Itoa(plain), 1)
 	g.cfgPath = writeGatewayDir(t, g.Dir, serverFiles(t, root.testPKI, map[string][]byte{
 		"deny.txt": []byte("# e2e\n"),
 	}), tmpl, g.mtlsSettings)
 	g.start(t)
-	return &pkiGateway{mtlsGateway: g, root: root, srv: root.srv}
+	return &pkiGateway{mtlsGateway: g, root: root, srv: root.srv, plain: plain}
 }
 
 // ---- requests as a client of the chain ----
@@ -762,6 +791,32 @@ func (g *pkiGateway) tlsAlert(c *leafCert, port int) error {
 		return nil
 	default:
 		return fmt.Errorf("the connection ended without a TLS alert: %v", err)
+	}
+}
+
+// expectIdentRefused asserts that c, whose handshake the site without the verifier accepts, is
+// refused by mtls_ident there: HTTP 403 with body "client certificate <why>", and gRPC
+// PERMISSION_DENIED with that message; the node sees neither.
+func (g *pkiGateway) expectIdentRefused(t *testing.T, what string, c *leafCert, why string) {
+	t.Helper()
+	want := "client certificate " + why
+	path := n2nPath("ident")
+	r := httpsRequest{tls: g.tlsConfig(c), port: g.plain, path: path}.do(t)
+	if r.statusOr() != http.StatusForbidden || strings.TrimSpace(r.body) != want {
+		t.Errorf("%s: GET %s on the site without the verifier: got %s, want 403 %q", what, path, r, want)
+	}
+	g.expectNodeSawNothing(t, path)
+	cl := g.dialGRPC(t, "localhost:"+strconv.Itoa(g.plain),
+		grpc.WithTransportCredentials(credentials.NewTLS(g.tlsConfig(c))),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", g.addr(g.plain))
+		}))
+	_, err := cl.unary(t)
+	if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != want {
+		t.Errorf("%s: UnaryCall on the site without the verifier: %v, want PermissionDenied %q", what, err, want)
+	}
+	if calls := g.nodeCalls(cl); len(calls) != 0 {
+		t.Errorf("%s: the node accepted %d calls of %s", what, len(calls), c.subject())
 	}
 }
 

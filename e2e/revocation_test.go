@@ -98,12 +98,15 @@ func TestPKIRevocation(t *testing.T) {
 			g.expectHandshakeRefused(t, "revoked leaf", x)
 			g.expectPasses(t, "sibling of a revoked leaf", y)
 			g.expectRefusalLogged(t, x, "revoked")
+			g.expectIdentRefused(t, "revoked leaf", x, "revoked")
 		})
 	}
 
 	t.Run("leaf under a revoked intermediate", func(t *testing.T) {
 		t.Parallel()
-		g.expectHandshakeRefused(t, "leaf under a revoked intermediate", revokedInt.leaf(t, "under-revoked", time.Time{}))
+		c := revokedInt.leaf(t, "under-revoked", time.Time{})
+		g.expectHandshakeRefused(t, "leaf under a revoked intermediate", c)
+		g.expectIdentRefused(t, "leaf under a revoked intermediate", c, "revoked")
 	})
 
 	t.Run("crl sources for CAs without distribution points", func(t *testing.T) {
@@ -415,6 +418,7 @@ func TestPKIMaxStale(t *testing.T) {
 			t.Errorf("refused at %s past nextUpdate, before max_stale (1s) was over", refusedAt.Sub(nextUpdate))
 		}
 		g.expectHandshakeRefused(t, "CRL past due by more than max_stale", c)
+		g.expectIdentRefused(t, "CRL past due by more than max_stale", c, "status unknown")
 		if got := scrapeMetricsAt(t, g.addr(g.Admin), "nutsgate_pki_")[sample("nutsgate_pki_refusals_total", "reason", "stale")]; got < 1 {
 			t.Errorf("nutsgate_pki_refusals_total{reason=\"stale\"} = %v, want at least 1", got)
 		}
@@ -471,6 +475,7 @@ func TestPKIDenylist(t *testing.T) {
 		g.expectHandshakeRefused(t, "banned leaf", a)
 		g.expectPasses(t, "leaf of the same CA, not banned", b)
 		g.expectRefusalLogged(t, a, "banned")
+		g.expectIdentRefused(t, "banned leaf", a, "banned")
 	})
 	t.Run("two of three match: passes", func(t *testing.T) {
 		for _, c := range twoOfThree {
