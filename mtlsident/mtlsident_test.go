@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net/http"
 	"net/url"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -77,13 +78,14 @@ func TestFromCertificate(t *testing.T) {
 		CN:          "node-a.example.org",
 		Fingerprint: hex.EncodeToString(sum[:]),
 		Issuer:      `CN=node-a.example.org,OU=nodes+1.2.840.113549.1.9.1=#0c0f6f7073406578616d706c652e6f7267,O=Nuts\, B.V.,C=NL`,
+		NotAfter:    cert.NotAfter,
 	}
 	want.subjectKey, want.fingerprintKey = id.subjectKey, "sha256:"+want.Fingerprint
 	want.pemValue, want.derValue = FormatPEM.Encode(cert), FormatDER.Encode(cert)
 	if id.Forward(FormatPEM) != want.pemValue || id.Forward(FormatDER) != want.derValue {
 		t.Fatal("Forward does not give the certificate's header values")
 	}
-	if id != want {
+	if !reflect.DeepEqual(id, want) {
 		t.Fatalf("identity\n%+v\nwant\n%+v", id, want)
 	}
 }
@@ -329,7 +331,7 @@ func TestIdentifyRemembers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := Identify(cert); again != first {
+	if again, _ := Identify(cert); !reflect.DeepEqual(again, first) {
 		t.Fatalf("%+v != %+v", again, first)
 	}
 	two := certWith(t, pkix.RDNSequence{{atv(oidCommonName, "a")}, {atv(oidCommonName, "b")}})
