@@ -81,8 +81,10 @@ type Checker struct {
 	extra []*crlSource          // Config.CRLs
 	deny  *denySource           // nil: no denylist
 
+	ctx      context.Context // ends with Stop; every fetch runs in it
 	stop     context.CancelFunc
-	done     chan struct{}
+	fetches  sync.WaitGroup
+	loopDone chan struct{} // closed when the refresh loop ends; nil if not started
 	lastTick time.Time
 }
 
@@ -95,7 +97,7 @@ type sourceState struct {
 	lastSuccess time.Time
 	lastErr     string
 	fetching    chan struct{}         // closed when the fetch under way ends; nil: none
-	run         func(context.Context) // fetches the source once
+	run         func() // fetches the source once
 	warned      atomic.Int64          // unix nanoseconds of the last warning of an unknown status
 }
 
@@ -130,6 +132,7 @@ func New(cfg Config) *Checker {
 		cfg.Logger = zap.NewNop()
 	}
 	c := &Checker{cfg: cfg, client: newHTTPClient(), now: time.Now, crls: make(map[string]*crlSource)}
+	c.ctx, c.stop = context.WithCancel(context.Background())
 	for _, src := range cfg.CRLs {
 		c.extra = append(c.extra, c.newCRLSource(src))
 	}
@@ -147,39 +150,40 @@ func (c *Checker) Config() Config { return c.cfg }
 // Start fetches every configured source and then keeps every source fresh,
 // until Stop.
 func (c *Checker) Start() {
-	ctx, cancel := context.WithCancel(context.Background())
-	c.stop, c.done = cancel, make(chan struct{})
 	c.lastTick = c.now()
-	c.tick(ctx)
-	go c.loop(ctx)
+	c.tick()
+	c.loopDone = make(chan struct{})
+	go c.loop()
 }
 
-// Stop ends the refreshes; fetches under way are cancelled.
+// Stop ends the refreshes, cancels the fetches under way and waits for
+// them to end.
 func (c *Checker) Stop() {
-	if c.stop != nil {
-		c.stop()
-		<-c.done
+	c.stop()
+	if c.loopDone != nil {
+		<-c.loopDone
 	}
+	c.fetches.Wait()
 }
 
 // loop starts the fetches that are due, once a second.
-func (c *Checker) loop(ctx context.Context) {
-	defer close(c.done)
+func (c *Checker) loop() {
+	defer close(c.loopDone)
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
 	for {
 		select {
-		case <-ctx.Done():
+		case <-c.ctx.Done():
 			return
 		case <-t.C:
-			c.tick(ctx)
+			c.tick()
 		}
 	}
 }
 
 // tick starts the fetches that are due, and calls Changed if a source
 // went past MaxStale since the last tick.
-func (c *Checker) tick(ctx context.Context) {
+func (c *Checker) tick() {
 	now := c.now()
 	crossed := false
 	c.mu.Lock()
@@ -187,7 +191,7 @@ func (c *Checker) tick(ctx context.Context) {
 	c.lastTick = now
 	due := func(s *sourceState, heldDue time.Time) {
 		if s.fetching == nil && (!s.attempted || !now.Before(s.nextAttempt(c.cfg.Refresh))) {
-			c.startFetch(ctx, s)
+			c.startFetch(s)
 		}
 		if c.cfg.MaxStale > 0 && !heldDue.IsZero() {
 			if limit := heldDue.Add(c.cfg.MaxStale); last.Before(limit) && !now.Before(limit) {
@@ -225,26 +229,33 @@ func (c *Checker) allCRLs() []*crlSource {
 	return all
 }
 
-// startFetch runs the fetch of a source in the background; the lock is
-// held.
-func (c *Checker) startFetch(ctx context.Context, s *sourceState) {
+// startFetch runs the fetch of a source in the background, unless the
+// Checker is stopped; the lock is held.
+func (c *Checker) startFetch(s *sourceState) {
+	if c.ctx.Err() != nil {
+		return
+	}
 	s.attempted = true
 	s.fetching = make(chan struct{})
-	go s.run(ctx)
+	c.fetches.Add(1)
+	go func() {
+		defer c.fetches.Done()
+		s.run()
+	}()
 }
 
 // newCRLSource returns the source of a CRL, holding what the state
 // directory kept of it.
 func (c *Checker) newCRLSource(name string) *crlSource {
 	s := &crlSource{sourceState: sourceState{name: name}}
-	s.run = func(ctx context.Context) { c.fetchCRL(ctx, s) }
+	s.run = func() { c.fetchCRL(s) }
 	c.loadCRLState(s)
 	return s
 }
 
 // fetchCRL fetches a CRL source once and, if the CRL is good, holds it.
-func (c *Checker) fetchCRL(ctx context.Context, s *crlSource) {
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
+func (c *Checker) fetchCRL(s *crlSource) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
 	defer cancel()
 	data, err := c.fetch(ctx, s.name, MaxCRLSize)
 	var list *x509.RevocationList
@@ -278,9 +289,9 @@ func (c *Checker) fetchCRL(ctx context.Context, s *crlSource) {
 }
 
 // fetchDenylist fetches the denylist once and, if it verifies, holds it.
-func (c *Checker) fetchDenylist(ctx context.Context) {
+func (c *Checker) fetchDenylist() {
 	s := c.deny
-	ctx, cancel := context.WithTimeout(ctx, c.cfg.FetchTimeout)
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
 	defer cancel()
 	data, err := c.fetch(ctx, s.name, MaxDenylistSize)
 	var list *Denylist

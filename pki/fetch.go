@@ -17,8 +17,11 @@ const maxRedirects = 3
 // IsURL reports whether source is fetched over HTTP(S); any other source is
 // a file path (or a file: URL).
 func IsURL(source string) bool {
-	s := strings.ToLower(source)
-	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+	return hasPrefixFold(source, "http://") || hasPrefixFold(source, "https://")
+}
+
+func hasPrefixFold(s, prefix string) bool {
+	return len(s) >= len(prefix) && strings.EqualFold(s[:len(prefix)], prefix)
 }
 
 // newHTTPClient returns the client of fetches: the environment's proxy

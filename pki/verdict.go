@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"iter"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,15 +39,20 @@ func (r *Refusal) Error() string {
 	return fmt.Sprintf("%s: certificate %q (serial %s): %s", r.Reason, r.Cert.Subject.String(), r.Cert.SerialNumber, r.Detail)
 }
 
-// points lists the HTTP(S) distribution points of cert that are followed.
-func points(cert *x509.Certificate) []string {
-	var out []string
-	for _, p := range cert.CRLDistributionPoints {
-		if IsURL(p) && len(out) < maxPointsPerCert {
-			out = append(out, p)
+// points yields the HTTP(S) distribution points of cert that are
+// followed.
+func points(cert *x509.Certificate) iter.Seq[string] {
+	return func(yield func(string) bool) {
+		n := 0
+		for _, p := range cert.CRLDistributionPoints {
+			if !IsURL(p) {
+				continue
+			}
+			if n++; n > maxPointsPerCert || !yield(p) {
+				return
+			}
 		}
 	}
-	return out
 }
 
 // issuerOf is the certificate that issued chain[i]: the next one, or the
@@ -99,7 +105,7 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 	defer c.mu.Unlock()
 	await := func(s *sourceState, held bool) {
 		if !held && !s.attempted {
-			c.startFetch(context.WithoutCancel(ctx), s)
+			c.startFetch(s)
 		}
 		if !held && s.fetching != nil {
 			wait = append(wait, s.fetching)
@@ -114,7 +120,7 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 			if issuer == nil {
 				continue
 			}
-			for _, p := range points(cert) {
+			for p := range points(cert) {
 				s := c.crls[p]
 				if s == nil {
 					if len(c.crls) >= maxCRLSources {
@@ -149,7 +155,7 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 			if issuer == nil {
 				continue
 			}
-			for _, p := range points(cert) {
+			for p := range points(cert) {
 				s := c.crls[p]
 				if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.fetching != nil) {
 					return false
@@ -218,7 +224,7 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 	if issuer == nil {
 		return unknown
 	}
-	for _, p := range points(cert) {
+	for p := range points(cert) {
 		s := c.crls[p]
 		switch {
 		case s == nil:
