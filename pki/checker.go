@@ -96,9 +96,9 @@ type sourceState struct {
 	lastAttempt time.Time
 	lastSuccess time.Time
 	lastErr     string
-	fetching    chan struct{}         // closed when the fetch under way ends; nil: none
-	run         func() // fetches the source once
-	warned      atomic.Int64          // unix nanoseconds of the last warning of an unknown status
+	fetching    chan struct{} // closed when the fetch under way ends; nil: none
+	run         func()        // fetches the source once
+	warned      atomic.Int64  // unix nanoseconds of the last warning of an unknown status
 }
 
 // nextAttempt is when the source is fetched again.
