@@ -11,15 +11,18 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nutsgate/nutsgate/mtlsident"
+	"github.com/nutsgate/nutsgate/pki"
 )
 
 func init() {
-	caddy.RegisterModule(AdminDeny{})
+	caddy.RegisterModule(AdminAPI{})
 }
 
-// AdminDeny is the admin API of the gateway-wide deny list of the
-// `nutsgate` app, on Caddy's admin endpoint:
+// AdminAPI is the admin API of the `nutsgate` app, on Caddy's admin
+// endpoint: its gateway-wide deny list, and the state of revocation
+// checking.
 //
+//	GET    /nutsgate/pki                          every CRL and denylist source, as JSON
 //	GET    /nutsgate/deny                         the entries, a JSON array of strings
 //	POST   /nutsgate/deny {"entry": "CN=..."}     deny a client
 //	DELETE /nutsgate/deny {"entry": "CN=..."}     lift a denial
@@ -29,25 +32,62 @@ func init() {
 // ends the open requests of a client it denies. No config reload happens,
 // so no connection is dropped. Invalid JSON, an empty or malformed entry:
 // 400. Without a deny_file: 409.
-type AdminDeny struct{}
+//
+// /nutsgate/pki answers {"refresh", "max_stale", "state_dir", "sources"},
+// each source {"kind": "crl" or "denylist", "source", "issuer",
+// "last_success", "last_attempt", "this_update", "next_update", "number",
+// "entries", "last_error"}; 404 while revocation checking is not
+// configured (no pki block and no nuts_pki verifier).
+type AdminAPI struct{}
 
 // CaddyModule returns the Caddy module information.
-func (AdminDeny) CaddyModule() caddy.ModuleInfo {
+func (AdminAPI) CaddyModule() caddy.ModuleInfo {
 	return caddy.ModuleInfo{
 		ID:  "admin.api.nutsgate",
-		New: func() caddy.Module { return new(AdminDeny) },
+		New: func() caddy.Module { return new(AdminAPI) },
 	}
 }
 
-// Routes returns the deny-list route.
-func (a AdminDeny) Routes() []caddy.AdminRoute {
-	return []caddy.AdminRoute{{Pattern: "/nutsgate/deny", Handler: caddy.AdminHandlerFunc(a.serveDeny)}}
+// Routes returns the deny-list and pki routes.
+func (a AdminAPI) Routes() []caddy.AdminRoute {
+	return []caddy.AdminRoute{
+		{Pattern: "/nutsgate/deny", Handler: caddy.AdminHandlerFunc(a.serveDeny)},
+		{Pattern: "/nutsgate/pki", Handler: caddy.AdminHandlerFunc(a.servePKI)},
+	}
+}
+
+// PKIStatus is the answer of GET /nutsgate/pki.
+type PKIStatus struct {
+	Refresh  string             `json:"refresh"`
+	MaxStale string             `json:"max_stale"`
+	StateDir string             `json:"state_dir"`
+	Sources  []pki.SourceStatus `json:"sources"`
+}
+
+func (AdminAPI) servePKI(w http.ResponseWriter, r *http.Request) error {
+	if r.Method != http.MethodGet {
+		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed; use GET", r.Method)}
+	}
+	c := gateway.pki.Load()
+	if c == nil {
+		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("revocation checking is not configured (no pki block in the nutsgate global option, no nuts_pki verifier)")}
+	}
+	cfg := c.Config()
+	st := PKIStatus{Refresh: cfg.Refresh.String(), MaxStale: "off", StateDir: cfg.StateDir, Sources: c.Status()}
+	if cfg.MaxStale > 0 {
+		st.MaxStale = cfg.MaxStale.String()
+	}
+	if st.Sources == nil {
+		st.Sources = []pki.SourceStatus{}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	return json.NewEncoder(w).Encode(st)
 }
 
 // maxAdminBody bounds a request body of the deny-list API.
 const maxAdminBody = 64 << 10
 
-func (AdminDeny) serveDeny(w http.ResponseWriter, r *http.Request) error {
+func (AdminAPI) serveDeny(w http.ResponseWriter, r *http.Request) error {
 	store := globalDeny()
 	switch r.Method {
 	case http.MethodGet:
@@ -95,4 +135,4 @@ func writeEntries(w http.ResponseWriter, list *mtlsident.DenyList) error {
 }
 
 // Interface guards
-var _ caddy.AdminRouter = AdminDeny{}
+var _ caddy.AdminRouter = AdminAPI{}

@@ -21,13 +21,13 @@ func withStore(t testing.TB, store *mtlsident.Store) {
 	t.Cleanup(func() { gateway.store.Store(old) })
 }
 
-func TestAdminDeny(t *testing.T) {
+func TestAdminAPIDeny(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "deny")
 	withStore(t, mtlsident.NewStore(path, nil))
 	call := func(method, body string) (int, []string) {
 		t.Helper()
 		w := httptest.NewRecorder()
-		err := AdminDeny{}.serveDeny(w, httptest.NewRequest(method, "/nutsgate/deny", strings.NewReader(body)))
+		err := AdminAPI{}.serveDeny(w, httptest.NewRequest(method, "/nutsgate/deny", strings.NewReader(body)))
 		var apiErr caddy.APIError
 		if errors.As(err, &apiErr) {
 			return apiErr.HTTPStatus, nil

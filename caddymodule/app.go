@@ -1,10 +1,14 @@
 package caddymodule
 
 import (
+	"cmp"
 	"context"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -14,6 +18,7 @@ import (
 
 	"github.com/nutsgate/nutsgate/internal/filewatch"
 	"github.com/nutsgate/nutsgate/mtlsident"
+	"github.com/nutsgate/nutsgate/pki"
 )
 
 func init() {
@@ -21,8 +26,9 @@ func init() {
 	httpcaddyfile.RegisterGlobalOption("nutsgate", parseAppOption)
 }
 
-// App is the `nutsgate` app: the gateway-wide deny list. Every `mtls_ident`
-// handler refuses the clients it lists, in addition to its own entries.
+// App is the `nutsgate` app: the gateway-wide deny list, and revocation
+// checking (`pki`). Every `mtls_ident` handler refuses the clients the deny
+// list names, in addition to its own entries.
 //
 // The list lives in `deny_file`, one subject DN or `sha256:<fingerprint>` a
 // line. The admin API (`/nutsgate/deny`) and `nutsgate deny` change it:
@@ -35,11 +41,32 @@ func init() {
 // file. Denying a client also ends its open requests and gRPC streams, and
 // closes its connections (see mtls_ident).
 //
+// With `pki`, client certificates are checked for revocation as a Nuts node
+// checks its peers': by the CRLs their chains name (and those listed in
+// `crl`) and by the Nuts denylist. The `nuts_pki` verifier
+// (`tls.client_auth.verifier.nuts_pki`) refuses the TLS handshake of a
+// revoked or banned client; every `mtls_ident` refuses its requests (403)
+// and, after a refresh that revokes or bans it, or once its certificate
+// expires, closes its connections and streams within a second. The last
+// good CRLs and denylist are kept in `state_dir`, so that a restart while a
+// source is down keeps them in force.
+//
 // Caddyfile (global options):
 //
 //	{
 //	    nutsgate {
 //	        deny_file <file>
+//	        state_dir <dir>
+//	        pki {
+//	            refresh       <duration>
+//	            max_stale     <duration>|off
+//	            fetch_timeout <duration>
+//	            crl           <url|file> ...
+//	            denylist {
+//	                url            <url|file>|off
+//	                trusted_signer <file>
+//	            }
+//	        }
 //	    }
 //	}
 type App struct {
@@ -48,6 +75,15 @@ type App struct {
 	// the admin API refuses changes.
 	DenyFile string `json:"deny_file,omitempty"`
 
+	// Where the last good CRLs and denylist are kept. Default: the
+	// "nutsgate" directory in Caddy's data directory.
+	StateDir string `json:"state_dir,omitempty"`
+
+	// Revocation checking. A `nuts_pki` verifier without it uses the
+	// defaults.
+	PKI *PKIConfig `json:"pki,omitempty"`
+
+	checker  *pki.Checker // nil without pki and without a nuts_pki verifier
 	store    *mtlsident.Store
 	reporter *denyFileReporter
 	logger   *zap.Logger
@@ -55,10 +91,49 @@ type App struct {
 	stop     context.CancelFunc
 }
 
+// PKIConfig is the app's revocation checking.
+type PKIConfig struct {
+	// How often every CRL and the denylist are fetched again. Default: 1h,
+	// the Nuts network's rule.
+	Refresh caddy.Duration `json:"refresh,omitempty"`
+
+	// How far past due (a CRL past its nextUpdate, the denylist a refresh
+	// past its last fetch) or, for one never fetched, how long after it is
+	// first needed, a source may be before the clients it decides on are
+	// refused. Unset or 0 ("off"): never refused for that; a client whose
+	// status cannot be established passes and a warning is logged, as the
+	// node's pki.softfail does. A revoked serial is refused either way.
+	MaxStale caddy.Duration `json:"max_stale,omitempty"`
+
+	// How long one fetch may take, body included. Default: 10s.
+	FetchTimeout caddy.Duration `json:"fetch_timeout,omitempty"`
+
+	// Further CRLs, for CAs whose certificates name none: HTTP(S) URLs or
+	// files, DER or PEM. Each applies to the certificates of the CA that
+	// signed it.
+	CRL []string `json:"crl,omitempty"`
+
+	// The Nuts denylist. Default: none.
+	Denylist *DenylistConfig `json:"denylist,omitempty"`
+}
+
+// DenylistConfig is where the Nuts denylist comes from.
+type DenylistConfig struct {
+	// An HTTP(S) URL or a file; empty: no denylist. The network's list is
+	// https://cdn.jsdelivr.net/gh/nuts-foundation/denylist@main/denylist/denylist.jws
+	URL string `json:"url,omitempty"`
+
+	// A PEM file with the Ed25519 public key the list must be signed with.
+	// Default: the key the Nuts node trusts by default.
+	TrustedSigner string `json:"trusted_signer,omitempty"`
+}
+
 // gateway is the state every module shares, across config reloads: the
-// deny list store and the open requests of identified clients.
+// deny list store, the revocation checker, and the open requests of
+// identified clients.
 var gateway struct {
 	store   atomic.Pointer[mtlsident.Store] // nil: no app, an empty list
+	pki     atomic.Pointer[pki.Checker]     // nil: no revocation checking
 	streams mtlsident.Streams
 	conns   mtlsident.Conns
 }
@@ -82,15 +157,21 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision reads the deny file. Only a file that cannot be read fails it;
-// lines that do not parse are skipped and logged.
+// Provision reads the deny file and sets up revocation checking. Only a
+// file that cannot be read fails it; lines that do not parse are skipped
+// and logged.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger, a.ctx = ctx.Logger(), ctx
-	if a.DenyFile == "" {
-		return nil
-	}
 	if err := registerMetrics(ctx); err != nil {
 		return err
+	}
+	if a.PKI != nil {
+		if err := a.provisionPKI(); err != nil {
+			return fmt.Errorf("pki: %v", err)
+		}
+	}
+	if a.DenyFile == "" {
+		return nil
 	}
 	path, err := filepath.Abs(caddy.NewReplacer().ReplaceAll(a.DenyFile, ""))
 	if err != nil {
@@ -106,9 +187,83 @@ func (a *App) Provision(ctx caddy.Context) error {
 	return nil
 }
 
-// Start puts the deny list in force and watches its file for edits by hand,
-// until Stop or the end of the config.
+// provisionPKI makes the revocation checker of the PKI config, or of the
+// defaults if there is none.
+func (a *App) provisionPKI() error {
+	p := cmp.Or(a.PKI, new(PKIConfig))
+	repl := caddy.NewReplacer()
+	abs := func(path string) (string, error) { return filepath.Abs(repl.ReplaceAll(path, "")) }
+	stateDir, err := abs(cmp.Or(a.StateDir, filepath.Join(caddy.AppDataDir(), "nutsgate")))
+	if err != nil {
+		return fmt.Errorf("state_dir: %v", err)
+	}
+	cfg := pki.Config{
+		Refresh:      time.Duration(p.Refresh),
+		MaxStale:     time.Duration(p.MaxStale),
+		FetchTimeout: time.Duration(p.FetchTimeout),
+		StateDir:     stateDir,
+		Logger:       a.logger.Named("pki"),
+		Changed:      sweepDenied,
+		FetchFailed:  func(source string) { pkiFetchErrors.WithLabelValues(source).Inc() },
+	}
+	if cfg.Refresh < 0 || cfg.MaxStale < 0 || cfg.FetchTimeout < 0 {
+		return errors.New("refresh, max_stale and fetch_timeout must not be negative")
+	}
+	for _, src := range p.CRL {
+		if !pki.IsURL(src) {
+			if src, err = abs(src); err != nil {
+				return fmt.Errorf("crl: %v", err)
+			}
+		}
+		cfg.CRLs = append(cfg.CRLs, src)
+	}
+	if d := p.Denylist; d != nil && d.URL != "" {
+		cfg.Denylist = d.URL
+		if !pki.IsURL(d.URL) {
+			if cfg.Denylist, err = abs(d.URL); err != nil {
+				return fmt.Errorf("denylist url: %v", err)
+			}
+		}
+		if d.TrustedSigner != "" {
+			path, err := abs(d.TrustedSigner)
+			if err != nil {
+				return fmt.Errorf("denylist trusted_signer: %v", err)
+			}
+			data, err := os.ReadFile(path)
+			if err != nil {
+				return fmt.Errorf("denylist trusted_signer: %v", err)
+			}
+			if cfg.Signer, err = pki.ParseSigner(data); err != nil {
+				return fmt.Errorf("denylist %s: %v", path, err)
+			}
+		}
+	}
+	a.checker = pki.New(cfg)
+	return nil
+}
+
+// pkiChecker returns the app's revocation checker, made with the defaults
+// if the config has no pki block: a `nuts_pki` verifier needs one.
+func (a *App) pkiChecker() (*pki.Checker, error) {
+	if a.checker == nil {
+		if err := a.provisionPKI(); err != nil {
+			return nil, fmt.Errorf("pki: %v", err)
+		}
+	}
+	return a.checker, nil
+}
+
+// Start puts the deny list and the revocation checker in force, and
+// watches the deny file for edits by hand, until Stop or the end of the
+// config.
 func (a *App) Start() error {
+	if a.checker != nil {
+		a.checker.Start()
+		gateway.pki.Store(a.checker)
+		cfg := a.checker.Config()
+		a.logger.Info("revocation checking started", zap.Duration("refresh", cfg.Refresh), zap.Duration("max_stale", cfg.MaxStale),
+			zap.Strings("crl", cfg.CRLs), zap.String("denylist", cfg.Denylist), zap.String("state_dir", cfg.StateDir))
+	}
 	if a.store == nil {
 		return nil
 	}
@@ -127,6 +282,10 @@ func (a *App) Stop() error {
 		a.stop()
 	}
 	gateway.store.CompareAndSwap(a.store, nil)
+	if a.checker != nil {
+		a.checker.Stop()
+		gateway.pki.CompareAndSwap(a.checker, nil)
+	}
 	return nil
 }
 
@@ -155,11 +314,103 @@ func parseAppOption(d *caddyfile.Dispenser, _ any) (any, error) {
 			if !d.AllArgs(&a.DenyFile) {
 				return nil, d.ArgErr()
 			}
+		case "state_dir":
+			if a.StateDir != "" {
+				return nil, d.Err("state_dir already specified")
+			}
+			if !d.AllArgs(&a.StateDir) {
+				return nil, d.ArgErr()
+			}
+		case "pki":
+			if a.PKI != nil {
+				return nil, d.Err("pki already specified")
+			}
+			a.PKI = new(PKIConfig)
+			if err := a.PKI.unmarshalCaddyfile(d); err != nil {
+				return nil, err
+			}
 		default:
 			return nil, d.Errf("unrecognized subdirective %q", d.Val())
 		}
 	}
 	return httpcaddyfile.App{Name: "nutsgate", Value: caddyconfig.JSON(a, nil)}, nil
+}
+
+// unmarshalCaddyfile reads the pki block.
+func (p *PKIConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
+	if d.NextArg() {
+		return d.ArgErr()
+	}
+	duration := func(dst *caddy.Duration, offOK bool) error {
+		name := d.Val()
+		var v string
+		if !d.AllArgs(&v) {
+			return d.ArgErr()
+		}
+		if *dst != 0 {
+			return d.Errf("%s already specified", name)
+		}
+		if offOK && v == "off" {
+			return nil
+		}
+		dur, err := caddy.ParseDuration(v)
+		if err != nil || dur <= 0 {
+			return d.Errf("%s: %q is not a positive duration", name, v)
+		}
+		*dst = caddy.Duration(dur)
+		return nil
+	}
+	for nesting := d.Nesting(); d.NextBlock(nesting); {
+		var err error
+		switch d.Val() {
+		case "refresh":
+			err = duration(&p.Refresh, false)
+		case "max_stale":
+			err = duration(&p.MaxStale, true)
+		case "fetch_timeout":
+			err = duration(&p.FetchTimeout, false)
+		case "crl":
+			args := d.RemainingArgs()
+			if len(args) == 0 {
+				return d.ArgErr()
+			}
+			p.CRL = append(p.CRL, args...)
+		case "denylist":
+			if p.Denylist != nil {
+				return d.Err("denylist already specified")
+			}
+			p.Denylist = new(DenylistConfig)
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			for nesting := d.Nesting(); d.NextBlock(nesting); {
+				opt := d.Val()
+				var v string
+				if !d.AllArgs(&v) {
+					return d.ArgErr()
+				}
+				switch opt {
+				case "url":
+					if v != "off" {
+						err = setOnce(&p.Denylist.URL, v)
+					}
+				case "trusted_signer":
+					err = setOnce(&p.Denylist.TrustedSigner, v)
+				default:
+					return d.Errf("unrecognized denylist subdirective %q", opt)
+				}
+				if err != nil {
+					return d.Errf("denylist %s: %v", opt, err)
+				}
+			}
+		default:
+			return d.Errf("unrecognized pki subdirective %q", d.Val())
+		}
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Interface guards

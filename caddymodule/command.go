@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -17,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/nutsgate/nutsgate/handlers/tokenv2"
+	"github.com/nutsgate/nutsgate/pki"
 )
 
 func init() {
@@ -51,6 +53,28 @@ requests, and survives a restart.`,
 				Args:  cobra.NoArgs,
 				RunE:  runDeny(http.MethodGet),
 			})
+		},
+	})
+	caddycmd.RegisterCommand(caddycmd.Command{
+		Name:  "pki",
+		Usage: "status [--address <admin>] [--json]",
+		Short: "Shows the revocation checking of a running nutsgate",
+		Long: `
+"pki status" prints, through the admin API of a running nutsgate (--address,
+default localhost:2019), every CRL and denylist source the gateway checks
+client certificates with: when it was last fetched, what it holds, when it is
+next due, and the error of the last fetch if it failed. One line a source;
+--json prints the admin API's answer as it is.`,
+		CobraFunc: func(cmd *cobra.Command) {
+			status := &cobra.Command{
+				Use:   "status [--address <admin>] [--json]",
+				Short: "Prints every CRL and denylist source and its state",
+				Args:  cobra.NoArgs,
+				RunE:  exitOnError(runPKIStatus),
+			}
+			status.Flags().String("address", "", "admin API address (default localhost:2019)")
+			status.Flags().Bool("json", false, "print the admin API's JSON")
+			cmd.AddCommand(status)
 		},
 	})
 	caddycmd.RegisterCommand(caddycmd.Command{
@@ -179,6 +203,57 @@ func runDeny(method string) func(*cobra.Command, []string) error {
 		}
 		return nil
 	})
+}
+
+// runPKIStatus implements "nutsgate pki status".
+func runPKIStatus(cmd *cobra.Command, _ []string) error {
+	addr := cmp.Or(cmd.Flag("address").Value.String(), caddy.DefaultAdminListen)
+	resp, err := caddycmd.AdminAPIRequest(addr, http.MethodGet, "/nutsgate/pki", nil, nil)
+	if err != nil {
+		return fmt.Errorf("admin API at %s: %v", addr, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return fmt.Errorf("admin API at %s: reading the answer: %v", addr, err)
+	}
+	if cmd.Flag("json").Value.String() == "true" {
+		_, err := os.Stdout.Write(body)
+		return err
+	}
+	var st PKIStatus
+	if err := json.Unmarshal(body, &st); err != nil {
+		return fmt.Errorf("admin API at %s: reading the answer: %v", addr, err)
+	}
+	fmt.Printf("refresh %s, max_stale %s, state_dir %s\n", st.Refresh, st.MaxStale, st.StateDir)
+	for _, s := range st.Sources {
+		fmt.Println(sourceLine(s))
+	}
+	return nil
+}
+
+// sourceLine is one source of "pki status".
+func sourceLine(s pki.SourceStatus) string {
+	at := func(t *time.Time) string {
+		if t == nil {
+			return "never"
+		}
+		return t.Format(time.RFC3339)
+	}
+	line := fmt.Sprintf("%-8s %s  entries %d  last success %s", s.Kind, s.Source, s.Entries, at(s.LastSuccess))
+	if s.Kind == "crl" {
+		line += "  next update " + at(s.NextUpdate)
+		if s.Number != "" {
+			line += "  number " + s.Number
+		}
+		if s.Issuer != "" {
+			line += fmt.Sprintf("  issuer %q", s.Issuer)
+		}
+	}
+	if s.LastError != "" {
+		line += "  error: " + strings.ReplaceAll(s.LastError, "\n", " ")
+	}
+	return line
 }
 
 // runCommand runs a subcommand and, when it fails, prints its error as one

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/prometheus/client_golang/prometheus"
@@ -49,12 +50,48 @@ var (
 		Help:      "Requests of identified clients by certificate subject; subjects past the first 1000 count as \"other\".",
 	}, []string{"client"})
 
+	pkiRefusals = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "pki_refusals_total",
+		Help:      "Client certificates refused by revocation checking, at the TLS handshake or a request, by reason: revoked, banned, stale, expired or unverified.",
+	}, []string{"reason"})
+
+	pkiFetchErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "pki_fetch_errors_total",
+		Help:      "Failed fetches of a CRL or the denylist, by source; the last good one stays in force.",
+	}, []string{"source"})
+
 	denyFileInvalidLines = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "nutsgate",
 		Name:      "deny_file_invalid_lines",
 		Help:      "Lines of a deny file that do not parse and are skipped, by file; 0 when every line parses.",
 	}, []string{"file"})
 )
+
+// pkiSourceAgeDesc describes nutsgate_pki_source_age_seconds.
+var pkiSourceAgeDesc = prometheus.NewDesc("nutsgate_pki_source_age_seconds",
+	"Seconds since a CRL or the denylist was last fetched successfully (or read from the state directory), by source; absent until it has been.",
+	[]string{"source"}, nil)
+
+// pkiSourceAge collects nutsgate_pki_source_age_seconds from the
+// revocation checker in force when scraped.
+type pkiSourceAge struct{}
+
+func (pkiSourceAge) Describe(ch chan<- *prometheus.Desc) { ch <- pkiSourceAgeDesc }
+
+func (pkiSourceAge) Collect(ch chan<- prometheus.Metric) {
+	c := gateway.pki.Load()
+	if c == nil {
+		return
+	}
+	now := time.Now()
+	for _, s := range c.Status() {
+		if s.LastSuccess != nil {
+			ch <- prometheus.MustNewConstMetric(pkiSourceAgeDesc, prometheus.GaugeValue, now.Sub(*s.LastSuccess).Seconds(), s.Source)
+		}
+	}
+}
 
 // maxClientLabels bounds the client label of nutsgate_client_requests_total.
 const maxClientLabels = 1000
@@ -92,7 +129,7 @@ func registerMetrics(ctx caddy.Context) error {
 	if reg == nil {
 		return nil // a context without metrics, as in unit tests
 	}
-	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, pathRefusals, clientRequests, denyFileInvalidLines} {
+	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, pathRefusals, clientRequests, denyFileInvalidLines, pkiRefusals, pkiFetchErrors, pkiSourceAge{}} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
 			return err

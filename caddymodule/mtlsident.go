@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"net"
@@ -10,6 +11,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
@@ -23,6 +26,7 @@ import (
 	"github.com/nutsgate/nutsgate/internal/filewatch"
 	"github.com/nutsgate/nutsgate/internal/h3conn"
 	"github.com/nutsgate/nutsgate/mtlsident"
+	"github.com/nutsgate/nutsgate/pki"
 )
 
 func init() {
@@ -206,6 +210,17 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		m.refused("denied", "client denied", r, zap.String("client", client.Subject), zap.String("fingerprint", client.Fingerprint), zap.String("entry", e.Text))
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client denied")
 	}
+	client.Chains = r.TLS.VerifiedChains
+	if err := checkRevocation(r.Context(), client); err != nil {
+		var ref *pki.Refusal
+		errors.As(err, &ref)
+		pkiRefusals.WithLabelValues(string(ref.Reason)).Inc()
+		if c, sup := pkiRefusalLog.Check(m.logger, zapcore.InfoLevel, string(ref.Reason), "client certificate refused"); c != nil {
+			c.Write(append(refusalFields(ref, client.Chains, nil), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
+		}
+		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate "+string(ref.Reason))
+	}
+	watchExpiry(client.Chains[0][0])
 	countClient(client.Subject)
 	id = client
 	if conn, ok := r.Context().Value(connKey{}).(*mtlsident.Conn); ok {
@@ -313,9 +328,78 @@ func (m *MTLSIdent) denies(id mtlsident.Identity) (mtlsident.Entry, bool) {
 	return mtlsident.Entry{}, false
 }
 
+// deniesID reports whether a client must be cut off: denied, or refused
+// by revocation checking (expired included) by what it holds now.
 func (m *MTLSIdent) deniesID(id mtlsident.Identity) bool {
-	_, denied := m.denies(id)
-	return denied
+	if _, denied := m.denies(id); denied {
+		return true
+	}
+	return revoked(id) != nil
+}
+
+// checkRevocation is the revocation verdict on a client at a request: its
+// certificate's expiry, and, with revocation checking, its chains, fetching
+// a CRL or the denylist never held (as the nuts_pki verifier does).
+func checkRevocation(ctx context.Context, id mtlsident.Identity) error {
+	if err := expired(id); err != nil {
+		return err
+	}
+	if c := gateway.pki.Load(); c != nil {
+		return c.Check(ctx, id.Chains)
+	}
+	return nil
+}
+
+// revoked is the verdict of checkRevocation by what is held now: it never
+// fetches or waits, for the sweeps that cut off clients.
+func revoked(id mtlsident.Identity) error {
+	if err := expired(id); err != nil {
+		return err
+	}
+	if c := gateway.pki.Load(); c != nil && len(id.Chains) > 0 {
+		return c.Held(id.Chains)
+	}
+	return nil
+}
+
+// expired refuses a client whose certificate is past its notAfter.
+func expired(id mtlsident.Identity) error {
+	if !id.NotAfter.IsZero() && time.Now().After(id.NotAfter) {
+		return &pki.Refusal{Reason: pki.Expired, Detail: "client certificate past its notAfter " + id.NotAfter.UTC().Format(time.RFC3339)}
+	}
+	return nil
+}
+
+// maxExpiryWatches bounds the distinct expiry times watched.
+const maxExpiryWatches = 100000
+
+// expiryWatches are the expiry times (unix seconds) at which a sweep is set
+// to cut off the clients whose certificate expires then.
+var expiryWatches struct {
+	sync.Map
+	n atomic.Int64
+}
+
+// watchExpiry sets a sweep for just after cert expires, so that its
+// client's connections and streams are closed within a second of it; one
+// sweep for all certificates that expire in the same second.
+func watchExpiry(cert *x509.Certificate) {
+	at := cert.NotAfter.Unix()
+	if _, ok := expiryWatches.Load(at); ok {
+		return
+	}
+	if expiryWatches.n.Load() >= maxExpiryWatches {
+		return
+	}
+	if _, loaded := expiryWatches.LoadOrStore(at, struct{}{}); loaded {
+		return
+	}
+	expiryWatches.n.Add(1)
+	time.AfterFunc(time.Until(cert.NotAfter)+10*time.Millisecond, func() {
+		expiryWatches.Delete(at)
+		expiryWatches.n.Add(-1)
+		sweepDenied()
+	})
 }
 
 // refused counts a refusal in nutsgate_mtls_refusals_total under reason and

@@ -28,6 +28,7 @@ var (
 	rateLimitRefusalLog = logsample.New(refusalLinesPerWindow, refusalWindow)
 	pathRefusalLog      = logsample.New(refusalLinesPerWindow, refusalWindow)
 	corsRefusalLog      = logsample.New(refusalLinesPerWindow, refusalWindow)
+	pkiRefusalLog       = logsample.New(refusalLinesPerWindow, refusalWindow)
 )
 
 // Sampling reasons of the refusals that have no reason label.

@@ -46,7 +46,9 @@ const maxBodyTime = time.Minute
 // proxies gRPC (h2c), no read timeout of any kind, so quiet streams stay open; on every other
 // server a request body must arrive within maxBodyTime. The quick start must, in addition,
 // listen on loopback addresses only, on no port below 1024, and start no HTTP->HTTPS redirect
-// server (which would take :80).
+// server (which would take :80). Every TLS connection policy that verifies client certificates
+// (the n2n and gRPC sites) checks their revocation with the nuts_pki verifier (contract
+// section 9).
 func TestShippedEdgeSettings(t *testing.T) {
 	t.Parallel()
 	e := newShippedEnv(t)
@@ -58,10 +60,24 @@ func TestShippedEdgeSettings(t *testing.T) {
 			if len(servers) == 0 {
 				t.Fatal("no servers")
 			}
-			grpcServers := 0
+			grpcServers, clientAuths := 0, 0
 			for name, v := range servers {
 				srv := asObj(v)
 				listen := asStrings(srv["listen"])
+				for _, p := range asList(srv["tls_connection_policies"]) {
+					ca := asObj(asObj(p)["client_authentication"])
+					if len(ca) == 0 {
+						continue
+					}
+					clientAuths++
+					var verifiers []string
+					for _, v := range asList(ca["verifiers"]) {
+						verifiers = append(verifiers, asString(asObj(v)["verifier"]))
+					}
+					if !slices.Contains(verifiers, "nuts_pki") {
+						t.Errorf("server %s %v: client_auth without verifier nuts_pki (verifiers %v): revoked clients would pass", name, listen, verifiers)
+					}
+				}
 				if p := asStrings(srv["protocols"]); !slices.Equal(p, []string{"h1", "h2"}) {
 					t.Errorf("server %s %v: protocols %v, want [h1 h2] (no HTTP/3: 0-RTT early data is replayable)", name, listen, p)
 				}
@@ -88,6 +104,9 @@ func TestShippedEdgeSettings(t *testing.T) {
 			}
 			if grpcServers == 0 {
 				t.Error("no server proxies gRPC (h2c): the check of its timeouts checked nothing")
+			}
+			if clientAuths == 0 {
+				t.Error("no TLS connection policy verifies client certificates: the check of their verifier checked nothing")
 			}
 		})
 	}

@@ -384,6 +384,7 @@ func (cs *Conns) checkHandshake(h *Conn) {
 		peer = peerUnknown // not begun yet, or failed: judged again next time
 	case len(st.VerifiedChains) > 0 && len(st.VerifiedChains[0]) > 0:
 		if got, err := Identify(st.VerifiedChains[0][0]); err == nil {
+			got.Chains = st.VerifiedChains
 			peer, id = peerVerified, &got
 		}
 	}

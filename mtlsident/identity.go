@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // oidCommonName is the attribute type of a subject's CN.
@@ -36,6 +37,11 @@ type Identity struct {
 	Fingerprint string
 	// Issuer is the issuer DN as an RFC 2253 string, escaped as Subject.
 	Issuer string
+	// NotAfter is when the certificate expires.
+	NotAfter time.Time
+	// Chains are the verified chains of the certificate on the connection
+	// it was identified on, set by the caller (Identify does not).
+	Chains [][]*x509.Certificate
 
 	subjectKey     string // normalised Subject, for deny-list matching
 	fingerprintKey string // "sha256:" + Fingerprint, for deny-list matching
@@ -126,6 +132,7 @@ func fromCertificate(cert *x509.Certificate, sum [sha256.Size]byte) (Identity, e
 		CN:          cn,
 		Fingerprint: hex.EncodeToString(sum[:]),
 		Issuer:      escapeControls(issuer.String()),
+		NotAfter:    cert.NotAfter,
 	}
 	key, err := normalizeDN(trimEntry(id.Subject)) // as ParseEntry reads it
 	if err != nil {

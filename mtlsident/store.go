@@ -12,6 +12,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"github.com/nutsgate/nutsgate/internal/atomicfile"
 	"github.com/nutsgate/nutsgate/internal/filewatch"
 )
 
@@ -127,7 +128,7 @@ func (s *Store) change(edit func(*DenyList) (*DenyList, bool)) (bool, error) {
 	list, changed := edit(s.list.Load())
 	if changed {
 		data := FormatDenyFile(list, s.skipped)
-		if err := WriteFileAtomic(s.path, data, 0o600); err != nil {
+		if err := atomicfile.Write(s.path, data, 0o600); err != nil {
 			s.mu.Unlock()
 			return false, err
 		}

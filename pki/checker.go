@@ -1,0 +1,417 @@
+package pki
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/nutsgate/nutsgate/internal/atomicfile"
+)
+
+// Defaults of Config.
+const (
+	DefaultRefresh      = time.Hour // the Nuts network's rule: CRLs at least hourly
+	DefaultFetchTimeout = 10 * time.Second
+)
+
+const (
+	// firstFetchWait bounds how long a check waits for the first fetch of a
+	// source; the fetch goes on in the background.
+	firstFetchWait = 5 * time.Second
+	// retryFailed bounds how long a source whose fetch failed waits for
+	// the next attempt.
+	retryFailed = time.Minute
+	// maxCRLSources bounds the distribution points a Checker follows.
+	maxCRLSources = 1000
+	// maxPointsPerCert bounds the distribution points followed per
+	// certificate.
+	maxPointsPerCert = 8
+	// warnEvery bounds how often one source's unknown status is logged.
+	warnEvery = time.Minute
+)
+
+// Config is what a Checker checks, and how.
+type Config struct {
+	// Refresh is how often every source is fetched again. Default 1h.
+	Refresh time.Duration
+	// MaxStale is how far past due a CRL or the denylist may be before the
+	// chains it decides on are refused. Zero: never (soft-fail).
+	MaxStale time.Duration
+	// FetchTimeout bounds one fetch, body included. Default 10s.
+	FetchTimeout time.Duration
+	// CRLs are further CRL sources (HTTP(S) URLs or files), each applying
+	// to the certificates of the CA that signed it.
+	CRLs []string
+	// Denylist is where the Nuts denylist comes from; empty: none.
+	Denylist string
+	// Signer is the denylist's trusted signer. Default: DefaultSigner().
+	Signer ed25519.PublicKey
+	// StateDir keeps the last good CRLs and denylist fetched over HTTP(S);
+	// empty: none are kept.
+	StateDir string
+	// Logger logs fetches that fail and chains passed with an unknown
+	// status. Default: none.
+	Logger *zap.Logger
+	// Changed, if set, is called after what is held may change a verdict:
+	// a CRL or denylist replaced, or a source past MaxStale.
+	Changed func()
+	// FetchFailed, if set, is called with the source of each failed fetch.
+	FetchFailed func(source string)
+}
+
+// Checker holds the CRLs and the denylist, and judges chains by them.
+type Checker struct {
+	cfg    Config
+	client *http.Client
+	now    func() time.Time
+
+	mu    sync.RWMutex
+	crls  map[string]*crlSource // by source
+	extra []*crlSource          // Config.CRLs
+	deny  *denySource           // nil: no denylist
+
+	ctx      context.Context // ends with Stop; every fetch runs in it
+	stop     context.CancelFunc
+	fetches  sync.WaitGroup
+	loopDone chan struct{} // closed when the refresh loop ends; nil if not started
+	lastTick time.Time
+}
+
+// sourceState is what every source records of its fetches; the Checker's
+// lock guards it.
+type sourceState struct {
+	name        string
+	attempted   bool // a fetch was started
+	lastAttempt time.Time
+	lastSuccess time.Time
+	lastErr     string
+	fetching    chan struct{} // closed when the fetch under way ends; nil: none
+	run         func()        // fetches the source once
+	warned      atomic.Int64  // unix nanoseconds of the last warning of an unknown status
+}
+
+// nextAttempt is when the source is fetched again.
+func (s *sourceState) nextAttempt(refresh time.Duration) time.Time {
+	if s.lastErr != "" {
+		return s.lastAttempt.Add(min(refresh, retryFailed))
+	}
+	return s.lastAttempt.Add(refresh)
+}
+
+// denySource is the denylist's source.
+type denySource struct {
+	sourceState
+	held *Denylist
+	raw  []byte
+}
+
+// New returns a Checker for cfg. It fetches nothing until Start, or until
+// a chain needs a source.
+func New(cfg Config) *Checker {
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = DefaultRefresh
+	}
+	if cfg.FetchTimeout <= 0 {
+		cfg.FetchTimeout = DefaultFetchTimeout
+	}
+	if cfg.Signer == nil {
+		cfg.Signer = DefaultSigner()
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = zap.NewNop()
+	}
+	c := &Checker{cfg: cfg, client: newHTTPClient(), now: time.Now, crls: make(map[string]*crlSource)}
+	c.ctx, c.stop = context.WithCancel(context.Background())
+	for _, src := range cfg.CRLs {
+		c.extra = append(c.extra, c.newCRLSource(src))
+	}
+	if cfg.Denylist != "" {
+		c.deny = &denySource{sourceState: sourceState{name: cfg.Denylist}}
+		c.deny.run = c.fetchDenylist
+		c.loadDenyState(c.deny)
+	}
+	return c
+}
+
+// Config returns the configuration in force, defaults filled in.
+func (c *Checker) Config() Config { return c.cfg }
+
+// Start fetches every configured source and then keeps every source fresh,
+// until Stop.
+func (c *Checker) Start() {
+	c.lastTick = c.now()
+	c.tick()
+	c.loopDone = make(chan struct{})
+	go c.loop()
+}
+
+// Stop ends the refreshes, cancels the fetches under way and waits for
+// them to end.
+func (c *Checker) Stop() {
+	c.stop()
+	if c.loopDone != nil {
+		<-c.loopDone
+	}
+	c.fetches.Wait()
+}
+
+// loop starts the fetches that are due, once a second.
+func (c *Checker) loop() {
+	defer close(c.loopDone)
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+			c.tick()
+		}
+	}
+}
+
+// tick starts the fetches that are due, and calls Changed if a source
+// went past MaxStale since the last tick.
+func (c *Checker) tick() {
+	now := c.now()
+	crossed := false
+	c.mu.Lock()
+	last := c.lastTick
+	c.lastTick = now
+	due := func(s *sourceState, heldDue time.Time) {
+		if s.fetching == nil && (!s.attempted || !now.Before(s.nextAttempt(c.cfg.Refresh))) {
+			c.startFetch(s)
+		}
+		if c.cfg.MaxStale > 0 && !heldDue.IsZero() {
+			if limit := heldDue.Add(c.cfg.MaxStale); last.Before(limit) && !now.Before(limit) {
+				crossed = true
+			}
+		}
+	}
+	for _, s := range c.allCRLs() {
+		var d time.Time
+		if s.held != nil {
+			d = s.held.due(s.lastSuccess, c.cfg.Refresh)
+		}
+		due(&s.sourceState, d)
+	}
+	if c.deny != nil {
+		var d time.Time
+		if c.deny.held != nil {
+			d = c.deny.lastSuccess.Add(c.cfg.Refresh)
+		}
+		due(&c.deny.sourceState, d)
+	}
+	c.mu.Unlock()
+	if crossed && c.cfg.Changed != nil {
+		c.cfg.Changed()
+	}
+}
+
+// allCRLs lists every CRL source; the lock is held.
+func (c *Checker) allCRLs() []*crlSource {
+	all := make([]*crlSource, 0, len(c.crls)+len(c.extra))
+	all = append(all, c.extra...)
+	for _, s := range c.crls {
+		all = append(all, s)
+	}
+	return all
+}
+
+// startFetch runs the fetch of a source in the background, unless the
+// Checker is stopped; the lock is held.
+func (c *Checker) startFetch(s *sourceState) {
+	if c.ctx.Err() != nil {
+		return
+	}
+	s.attempted = true
+	s.fetching = make(chan struct{})
+	c.fetches.Add(1)
+	go func() {
+		defer c.fetches.Done()
+		s.run()
+	}()
+}
+
+// newCRLSource returns the source of a CRL, holding what the state
+// directory kept of it.
+func (c *Checker) newCRLSource(name string) *crlSource {
+	s := &crlSource{sourceState: sourceState{name: name}}
+	s.run = func() { c.fetchCRL(s) }
+	c.loadCRLState(s)
+	return s
+}
+
+// fetchCRL fetches a CRL source once and, if the CRL is good, holds it.
+func (c *Checker) fetchCRL(s *crlSource) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+	defer cancel()
+	data, err := c.fetch(ctx, s.name, MaxCRLSize)
+	var list *x509.RevocationList
+	if err == nil {
+		list, err = ParseCRL(data)
+	}
+	c.mu.Lock()
+	now := c.now()
+	var held *heldCRL
+	if err == nil {
+		held, err = s.accept(list, now)
+	}
+	c.record(&s.sourceState, now, err)
+	changed := false
+	if err == nil && (s.held == nil || !bytes.Equal(s.held.list.Raw, list.Raw)) {
+		s.held, changed = held, true
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.failed(s.name, "CRL", err)
+		return
+	}
+	if changed {
+		c.cfg.Logger.Info("CRL updated", zap.String("source", s.name), zap.String("issuer", list.Issuer.String()),
+			zap.Int("revoked", len(held.revoked)), zap.Time("next_update", list.NextUpdate))
+		c.saveState(s.name, list.Raw)
+		if c.cfg.Changed != nil {
+			c.cfg.Changed()
+		}
+	}
+}
+
+// fetchDenylist fetches the denylist once and, if it verifies, holds it.
+func (c *Checker) fetchDenylist() {
+	s := c.deny
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+	defer cancel()
+	data, err := c.fetch(ctx, s.name, MaxDenylistSize)
+	var list *Denylist
+	if err == nil {
+		list, err = ParseDenylist(data, c.cfg.Signer)
+	}
+	c.mu.Lock()
+	c.record(&s.sourceState, c.now(), err)
+	changed := false
+	if err == nil && !bytes.Equal(s.raw, data) {
+		s.held, s.raw, changed = list, data, true
+	}
+	c.mu.Unlock()
+	if err != nil {
+		c.failed(s.name, "denylist", err)
+		return
+	}
+	if changed {
+		c.cfg.Logger.Info("denylist updated", zap.String("source", s.name), zap.Int("entries", list.Len()))
+		c.saveState(s.name, data)
+		if c.cfg.Changed != nil {
+			c.cfg.Changed()
+		}
+	}
+}
+
+// record notes the end of a fetch of s, which failed with err or not; the
+// lock is held.
+func (c *Checker) record(s *sourceState, now time.Time, err error) {
+	s.lastAttempt = now
+	if err != nil {
+		s.lastErr = err.Error()
+	} else {
+		s.lastErr, s.lastSuccess = "", now
+	}
+	if s.fetching != nil {
+		close(s.fetching)
+		s.fetching = nil
+	}
+}
+
+func (c *Checker) failed(source, what string, err error) {
+	c.cfg.Logger.Warn(what+" fetch failed; the last good one stays in force", zap.String("source", source), zap.Error(err))
+	if c.cfg.FetchFailed != nil {
+		c.cfg.FetchFailed(source)
+	}
+}
+
+// statePath is the file in the state directory that keeps what source
+// last gave; empty if the source is not kept (no directory, or a file).
+func (c *Checker) statePath(source string) string {
+	if c.cfg.StateDir == "" || !IsURL(source) {
+		return ""
+	}
+	if c.deny != nil && source == c.deny.name {
+		return filepath.Join(c.cfg.StateDir, "denylist.jws")
+	}
+	sum := sha256.Sum256([]byte(source))
+	return filepath.Join(c.cfg.StateDir, "crl-"+hex.EncodeToString(sum[:16])+".der")
+}
+
+// saveState writes what source gave to the state directory.
+func (c *Checker) saveState(source string, data []byte) {
+	path := c.statePath(source)
+	if path == "" {
+		return
+	}
+	err := os.MkdirAll(c.cfg.StateDir, 0o700)
+	if err == nil {
+		err = atomicfile.Write(path, data, 0o600)
+	}
+	if err != nil {
+		c.cfg.Logger.Warn("cannot keep the last good copy in the state directory; a restart while the source is down will not have it",
+			zap.String("source", source), zap.Error(err))
+	}
+}
+
+// loadCRLState reads what the state directory keeps of a CRL source; the
+// CRL's signature is checked when a certificate uses it.
+func (c *Checker) loadCRLState(s *crlSource) {
+	data, fetched, ok := c.readState(s.name)
+	if !ok {
+		return
+	}
+	list, err := ParseCRL(data)
+	if err != nil {
+		c.cfg.Logger.Warn("state directory CRL unreadable; ignored", zap.String("source", s.name), zap.Error(err))
+		return
+	}
+	s.held, s.lastSuccess = newHeldCRL(list), fetched
+}
+
+// loadDenyState reads what the state directory keeps of the denylist.
+func (c *Checker) loadDenyState(s *denySource) {
+	data, fetched, ok := c.readState(s.name)
+	if !ok {
+		return
+	}
+	list, err := ParseDenylist(data, c.cfg.Signer)
+	if err != nil {
+		c.cfg.Logger.Warn("state directory denylist does not verify; ignored", zap.String("source", s.name), zap.Error(err))
+		return
+	}
+	s.held, s.raw, s.lastSuccess = list, data, fetched
+}
+
+// readState returns the kept copy of source and when it was fetched.
+func (c *Checker) readState(source string) ([]byte, time.Time, bool) {
+	path := c.statePath(source)
+	if path == "" {
+		return nil, time.Time{}, false
+	}
+	fi, err := os.Stat(path)
+	if err != nil {
+		return nil, time.Time{}, false
+	}
+	data, err := readFile(path, max(MaxCRLSize, MaxDenylistSize))
+	if err != nil {
+		c.cfg.Logger.Warn("state directory copy unreadable; ignored", zap.String("file", path), zap.Error(err))
+		return nil, time.Time{}, false
+	}
+	return data, fi.ModTime(), true
+}

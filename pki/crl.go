@@ -1,0 +1,173 @@
+package pki
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// MaxCRLSize bounds a CRL (32 MiB).
+const MaxCRLSize = 32 << 20
+
+// clockSkew is how far in the future a CRL's thisUpdate may be: the CA's
+// clock may run a little ahead of ours.
+const clockSkew = time.Minute
+
+// maxIssuersPerSource bounds the CAs remembered for one CRL source.
+const maxIssuersPerSource = 8
+
+// ParseCRL reads a CRL in DER or PEM ("X509 CRL").
+func ParseCRL(data []byte) (*x509.RevocationList, error) {
+	if b, _ := pem.Decode(data); b != nil {
+		if b.Type != "X509 CRL" {
+			return nil, fmt.Errorf("PEM block %q is not an X509 CRL", b.Type)
+		}
+		data = b.Bytes
+	} else if bytes.HasPrefix(bytes.TrimSpace(data), []byte("-----BEGIN")) {
+		return nil, errors.New("malformed PEM")
+	}
+	list, err := x509.ParseRevocationList(data)
+	if err != nil {
+		return nil, fmt.Errorf("not a CRL: %v", err)
+	}
+	return list, nil
+}
+
+// heldCRL is a CRL a source holds, with its revoked serials indexed.
+type heldCRL struct {
+	list    *x509.RevocationList
+	revoked map[string]struct{} // by serialKey
+	// trusted is set once the CRL's signature is found to be its issuer's;
+	// until then a newer CRL replaces it whatever its number.
+	trusted atomic.Bool
+	// signedBy caches whether the CRL is signed by an issuer, by the
+	// issuer's SubjectPublicKeyInfo.
+	signedBy sync.Map
+}
+
+func newHeldCRL(list *x509.RevocationList) *heldCRL {
+	h := &heldCRL{list: list, revoked: make(map[string]struct{}, len(list.RevokedCertificateEntries))}
+	for _, e := range list.RevokedCertificateEntries {
+		if e.SerialNumber != nil {
+			h.revoked[serialKey(e.SerialNumber)] = struct{}{}
+		}
+	}
+	return h
+}
+
+// serialKey is a serial number as a map key: its bytes, after a '-' if it
+// is negative (such serials exist in the wild).
+func serialKey(n *big.Int) string {
+	if n.Sign() < 0 {
+		return "-" + string(n.Bytes())
+	}
+	return string(n.Bytes())
+}
+
+// revokes reports whether the CRL lists cert's serial number.
+func (h *heldCRL) revokes(cert *x509.Certificate) bool {
+	if cert.SerialNumber == nil {
+		return false
+	}
+	_, ok := h.revoked[serialKey(cert.SerialNumber)]
+	return ok
+}
+
+// issuedBy reports whether issuer issued the CRL: its name is the CRL's
+// issuer and its key signed the CRL.
+func (h *heldCRL) issuedBy(issuer *x509.Certificate) bool {
+	if !bytes.Equal(h.list.RawIssuer, issuer.RawSubject) {
+		return false
+	}
+	key := string(issuer.RawSubjectPublicKeyInfo)
+	if ok, found := h.signedBy.Load(key); found {
+		return ok.(bool)
+	}
+	ok := h.list.CheckSignatureFrom(issuer) == nil
+	h.signedBy.Store(key, ok)
+	if ok {
+		h.trusted.Store(true)
+	}
+	return ok
+}
+
+// due is when the CRL is past due: its nextUpdate, or, without one, a
+// refresh after it was fetched.
+func (h *heldCRL) due(fetched time.Time, refresh time.Duration) time.Time {
+	if !h.list.NextUpdate.IsZero() {
+		return h.list.NextUpdate
+	}
+	return fetched.Add(refresh)
+}
+
+// crlSource is one place a CRL comes from: a distribution point named by
+// certificates, or one configured.
+type crlSource struct {
+	sourceState
+	held *heldCRL
+	// issuers are the CAs seen to issue certificates that use this source,
+	// by SubjectPublicKeyInfo: a new CRL must be signed by one of them.
+	issuers map[string]*x509.Certificate
+}
+
+// addIssuer remembers issuer as a CA whose CRL the source serves; the
+// Checker's lock is held.
+func (s *crlSource) addIssuer(issuer *x509.Certificate) {
+	key := string(issuer.RawSubjectPublicKeyInfo)
+	if _, ok := s.issuers[key]; ok || len(s.issuers) >= maxIssuersPerSource {
+		return
+	}
+	if s.issuers == nil {
+		s.issuers = make(map[string]*x509.Certificate)
+	}
+	s.issuers[key] = issuer
+}
+
+// hasIssuer reports whether issuer is remembered; the Checker's lock is
+// held, for reading at least.
+func (s *crlSource) hasIssuer(issuer *x509.Certificate) bool {
+	_, ok := s.issuers[string(issuer.RawSubjectPublicKeyInfo)]
+	return ok || len(s.issuers) >= maxIssuersPerSource
+}
+
+// accept checks a newly fetched CRL against what the source holds and
+// knows: its thisUpdate is not in the future, its number does not go back,
+// and it is signed by a CA that issued certificates naming the source (if
+// none is known yet, as after a restart, the signature is checked when a
+// certificate is). The Checker's lock is held.
+func (s *crlSource) accept(list *x509.RevocationList, now time.Time) (*heldCRL, error) {
+	if list.ThisUpdate.After(now.Add(clockSkew)) {
+		return nil, fmt.Errorf("CRL thisUpdate %s is in the future", list.ThisUpdate.UTC().Format(time.RFC3339))
+	}
+	if !list.NextUpdate.IsZero() && list.NextUpdate.Before(list.ThisUpdate) {
+		return nil, fmt.Errorf("CRL nextUpdate %s is before its thisUpdate", list.NextUpdate.UTC().Format(time.RFC3339))
+	}
+	held := newHeldCRL(list)
+	if len(s.issuers) > 0 {
+		signed := false
+		for _, issuer := range s.issuers {
+			if held.issuedBy(issuer) {
+				signed = true
+				break
+			}
+		}
+		if !signed {
+			return nil, errors.New("CRL is not signed by the CA whose certificates name this source")
+		}
+	}
+	if old := s.held; old != nil && old.trusted.Load() && old.list.Number != nil {
+		if list.Number == nil {
+			return nil, fmt.Errorf("CRL has no number, the one held has %s", old.list.Number)
+		}
+		if list.Number.Cmp(old.list.Number) < 0 {
+			return nil, fmt.Errorf("CRL number %s is lower than the %s held", list.Number, old.list.Number)
+		}
+	}
+	return held, nil
+}
