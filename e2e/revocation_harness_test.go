@@ -632,6 +632,12 @@ func (c pkiConfig) block() string {
 	return b.String()
 }
 
+// template is pkiCaddyfile with this pki block and the third site on port plain.
+func (c pkiConfig) template(plain int) string {
+	tmpl := strings.Replace(pkiCaddyfile, "PKI_BLOCK\n", c.block(), 1)
+	return strings.Replace(tmpl, "PLAIN_PORT", strconv.Itoa(plain), 1)
+}
+
 func cmpOr(s, def string) string {
 	if s == "" {
 		return def
@@ -665,8 +671,7 @@ func startPKIGateway(t *testing.T, root *crlCA, cfg pkiConfig) *pkiGateway {
 		NodeGRPC:   node.GRPCAddr(),
 	}
 	plain := e2ebin.FreePort(t)
-	tmpl := strings.Replace(pkiCaddyfile, "PKI_BLOCK\n", cfg.block(), 1)
-	tmpl = strings.Replace(tmpl, "PLAIN_PORT", strconv.Itoa(plain), 1)
+	tmpl := cfg.template(plain)
 	g.cfgPath = writeGatewayDir(t, g.Dir, serverFiles(t, root.testPKI, map[string][]byte{
 		"deny.txt": []byte("# e2e\n"),
 	}), tmpl, g.mtlsSettings)

@@ -644,7 +644,7 @@ func TestPKIValidate(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			settings := mtlsSettings{Admin: 1, N2N: 2, GRPC: 3, Dir: t.TempDir(), NodePublic: "127.0.0.1:4", NodeGRPC: "127.0.0.1:5"}
-			tmpl := strings.Replace(pkiCaddyfile, "PKI_BLOCK\n", pkiConfig{denylistURL: srv.url("/list.jws"), signerFile: signer}.block(), 1)
+			tmpl := pkiConfig{denylistURL: srv.url("/list.jws"), signerFile: signer}.template(6)
 			cfg := writeGatewayDir(t, settings.Dir, serverFiles(t, root.testPKI, map[string][]byte{"deny.txt": nil}), tmpl, settings)
 			res := runBin(t, cliTimeout, "validate", "--config", cfg, "--adapter", "caddyfile")
 			if res.code == 0 {
@@ -663,7 +663,7 @@ func TestPKIValidate(t *testing.T) {
 			t.Fatal(err)
 		}
 		settings := mtlsSettings{Admin: 1, N2N: 2, GRPC: 3, Dir: t.TempDir(), NodePublic: "127.0.0.1:4", NodeGRPC: "127.0.0.1:5"}
-		tmpl := strings.Replace(pkiCaddyfile, "PKI_BLOCK\n", pkiConfig{denylistURL: srv.url("/list.jws"), signerFile: signer, maxStale: "4h"}.block(), 1)
+		tmpl := pkiConfig{denylistURL: srv.url("/list.jws"), signerFile: signer, maxStale: "4h"}.template(6)
 		cfg := writeGatewayDir(t, settings.Dir, serverFiles(t, root.testPKI, map[string][]byte{"deny.txt": nil}), tmpl, settings)
 		if res := runBin(t, cliTimeout, "validate", "--config", cfg, "--adapter", "caddyfile"); res.code != 0 {
 			t.Errorf("validate of a good pki block: exit %d\n%s", res.code, res.stderr)
