@@ -807,8 +807,10 @@ func (g *pkiGateway) expectIdentRefused(t *testing.T, what string, c *leafCert, 
 	want := "client certificate " + why
 	path := n2nPath("ident")
 	r := httpsRequest{tls: g.tlsConfig(c), port: g.plain, path: path}.do(t)
-	if r.statusOr() != http.StatusForbidden || strings.TrimSpace(r.body) != want {
-		t.Errorf("%s: GET %s on the site without the verifier: got %s, want 403 %q", what, path, r, want)
+	if r.statusOr() != http.StatusForbidden {
+		t.Errorf("%s: GET %s on the site without the verifier: got %s, want 403", what, path, r)
+	} else if strings.TrimSpace(r.body) != want {
+		t.Errorf("%s: GET %s on the site without the verifier: 403 with body %q, want body %q", what, path, r.body, want)
 	}
 	g.expectNodeSawNothing(t, path)
 	cl := g.dialGRPC(t, "localhost:"+strconv.Itoa(g.plain),

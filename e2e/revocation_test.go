@@ -37,8 +37,8 @@ const revocationWithin = 4 * time.Second
 // leaf under an intermediate revoked in the root's CRL fail the handshake on the verify_if_given
 // n2n port and the require_and_verify gRPC port, from the first handshake on, with CRLs made by
 // crypto/x509 and by `openssl ca -gencrl`, served as DER or PEM, from distribution points or
-// from `crl` sources (a file, a URL); a TLS 1.3 session resumed after its client was revoked is
-// refused; open connections and streams of a client revoked while connected close; a client
+// from `crl` sources (a file, a URL); a client with a TLS 1.3 session cache revoked between
+// connections is refused (resumed or not); open connections and streams of a client revoked while connected close; a client
 // whose certificate expires while connected is cut at notAfter; a CRL that is never fetched
 // (server down, endlessly slow) lets clients pass (soft-fail); a revoked serial stays revoked past
 // nextUpdate with the server down; bad CRLs (wrong key, wrong issuer, thisUpdate in the future,
@@ -97,7 +97,6 @@ func TestPKIRevocation(t *testing.T) {
 			srv.set(ca.crlPath, tc.crl(t, ca))
 			g.expectHandshakeRefused(t, "revoked leaf", x)
 			g.expectPasses(t, "sibling of a revoked leaf", y)
-			g.expectRefusalLogged(t, x, "revoked")
 			g.expectIdentRefused(t, "revoked leaf", x, "revoked")
 		})
 	}
@@ -133,7 +132,7 @@ func TestPKIRevocation(t *testing.T) {
 		}
 	})
 
-	t.Run("TLS 1.3 session resumed after the client was revoked", func(t *testing.T) {
+	t.Run("TLS 1.3 session cache of a client revoked in between", func(t *testing.T) {
 		t.Parallel()
 		ca := root.intermediate(t, "resume-int")
 		ca.publish(t)
@@ -148,15 +147,21 @@ func TestPKIRevocation(t *testing.T) {
 		if r.statusOr() != http.StatusOK || conn.ConnectionState().DidResume {
 			t.Fatalf("first connection: %s (resumed %v), want 200 on a full handshake", r, conn.ConnectionState().DidResume)
 		}
+		// Caddy v2.11.9 turns session tickets off on every connection policy with client
+		// authentication (modules/caddytls/connpolicy.go), so no session can be resumed and a
+		// revoked client always meets the verifier in a full handshake. Should tickets be issued
+		// one day, the resumed session must be refused all the same: both ways are asserted.
+		ticketed := false
 		select {
 		case <-cache.stored:
-		case <-time.After(5 * time.Second):
-			t.Fatal("no session ticket within 5 s")
+			ticketed = true
+		case <-time.After(time.Second):
 		}
 		conn, r = g.rawGet(t, cfg)
-		if r.statusOr() != http.StatusOK || !conn.ConnectionState().DidResume {
-			t.Fatalf("second connection: %s (resumed %v), want 200 on a resumed session", r, conn.ConnectionState().DidResume)
+		if r.statusOr() != http.StatusOK || conn.ConnectionState().DidResume != ticketed {
+			t.Fatalf("second connection: %s (resumed %v), want 200 (resumed: %v, as a ticket was issued)", r, conn.ConnectionState().DidResume, ticketed)
 		}
+		t.Logf("session ticket issued: %v", ticketed)
 
 		ca.revoke(c.leaf.SerialNumber)
 		ca.publish(t)
@@ -166,8 +171,8 @@ func TestPKIRevocation(t *testing.T) {
 		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", g.addr(g.N2N), cfg)
 		if err == nil {
 			defer conn.Close()
-			if !conn.ConnectionState().DidResume {
-				t.Errorf("third connection: not resumed; the test proves nothing about resumption")
+			if conn.ConnectionState().DidResume != ticketed {
+				t.Errorf("third connection: resumed %v, want %v", conn.ConnectionState().DidResume, ticketed)
 			}
 			_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
 			_, _ = io.WriteString(conn, "GET "+path+" HTTP/1.1\r\nHost: localhost:"+strconv.Itoa(g.N2N)+"\r\nConnection: close\r\n\r\n")
@@ -254,7 +259,7 @@ func TestPKIRevocation(t *testing.T) {
 		ca := root.intermediate(t, "past-due-int")
 		x, y := ca.leaf(t, "x", time.Time{}), ca.leaf(t, "y", time.Time{})
 		ca.revoke(x.leaf.SerialNumber)
-		nextUpdate := time.Now().Add(2 * time.Second)
+		nextUpdate := time.Now().Add(2 * time.Second).Truncate(time.Second) // as the CRL holds it
 		srv.set(ca.crlPath, ca.crl(t, crlOptions{nextUpdate: nextUpdate}))
 		g.expectHandshakeRefused(t, "revoked, CRL fresh", x)
 		srv.setMode(ca.crlPath, serveDown, nil)
@@ -404,7 +409,7 @@ func TestPKIMaxStale(t *testing.T) {
 		t.Parallel()
 		ca := root.intermediate(t, "stale-due-int")
 		c := ca.leaf(t, "due", time.Time{})
-		nextUpdate := time.Now().Add(3 * time.Second)
+		nextUpdate := time.Now().Add(3 * time.Second).Truncate(time.Second) // as the CRL holds it
 		srv.set(ca.crlPath, ca.crl(t, crlOptions{nextUpdate: nextUpdate}))
 		g.expectPasses(t, "CRL fresh", c)
 		srv.setMode(ca.crlPath, serveDown, nil)
@@ -608,6 +613,7 @@ func TestPKIDefaults(t *testing.T) {
 	ca.publish(t)
 	g.expectHandshakeRefused(t, "revoked, default pki settings", x)
 	g.expectPasses(t, "not revoked, default pki settings", y)
+	g.expectRefusalLogged(t, x, "revoked") // the only refusals of this gateway: not sampled away
 
 	plain := &pkiGateway{mtlsGateway: startMTLSGateway(t, relaxedRate, relaxedRate)}
 	if code, body := plain.adminPKI(t); code != http.StatusNotFound {
