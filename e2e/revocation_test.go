@@ -430,6 +430,29 @@ func TestPKIMaxStale(t *testing.T) {
 	})
 }
 
+// TestPKIMaxStaleDenylist proves that with max_stale set a denylist never fetched (its server
+// down from the start) counts as past due: every client is refused at once, as stale.
+func TestPKIMaxStaleDenylist(t *testing.T) {
+	t.Parallel()
+	srv := newPKIServer(t)
+	root := newRootCA(t, srv, "pki-stale-list-root")
+	root.publish(t)
+	_, pubPEM := newSigner(t)
+	signerFile := filepath.Join(t.TempDir(), "signer.pem")
+	if err := os.WriteFile(signerFile, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g := startPKIGateway(t, root, pkiConfig{maxStale: "1s", denylistURL: deadURL(t, "/denylist.jws"), signerFile: signerFile})
+	ca := root.intermediate(t, "stale-list-int")
+	ca.publish(t)
+	c := ca.leaf(t, "client", time.Time{})
+	g.expectHandshakeRefused(t, "denylist never fetched, max_stale 1s", c)
+	g.expectRefusalLogged(t, c, "stale")
+	if got := scrapeMetricsAt(t, g.addr(g.Admin), "nutsgate_pki_")[sample("nutsgate_pki_refusals_total", "reason", "stale")]; got < 1 {
+		t.Errorf("nutsgate_pki_refusals_total{reason=\"stale\"} = %v, want at least 1", got)
+	}
+}
+
 // TestPKIDenylist proves the Nuts denylist: an entry bans a client when issuer, serial and key
 // thumbprint all match, and not when only two do; banning an intermediate bans its leaves; a
 // list signed by another key, or with alg HS256 or none, is ignored and the last good list stays;
