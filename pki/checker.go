@@ -84,6 +84,7 @@ type Checker struct {
 	ctx      context.Context // ends with Stop; every fetch runs in it
 	stop     context.CancelFunc
 	fetches  sync.WaitGroup
+	saving   sync.Mutex    // one write to the state directory at a time
 	loopDone chan struct{} // closed when the refresh loop ends; nil if not started
 	lastTick time.Time
 }
@@ -281,7 +282,12 @@ func (c *Checker) fetchCRL(s *crlSource) {
 	if changed {
 		c.cfg.Logger.Info("CRL updated", zap.String("source", s.name), zap.String("issuer", list.Issuer.String()),
 			zap.Int("revoked", len(held.revoked)), zap.Time("next_update", list.NextUpdate))
-		c.saveState(s.name, list.Raw)
+		c.saveState(s.name, list.Raw, func() []byte {
+			if s.held == nil {
+				return nil
+			}
+			return s.held.list.Raw
+		})
 		if c.cfg.Changed != nil {
 			c.cfg.Changed()
 		}
@@ -311,7 +317,7 @@ func (c *Checker) fetchDenylist() {
 	}
 	if changed {
 		c.cfg.Logger.Info("denylist updated", zap.String("source", s.name), zap.Int("entries", list.Len()))
-		c.saveState(s.name, data)
+		c.saveState(s.name, data, func() []byte { return s.raw })
 		if c.cfg.Changed != nil {
 			c.cfg.Changed()
 		}
@@ -353,10 +359,20 @@ func (c *Checker) statePath(source string) string {
 	return filepath.Join(c.cfg.StateDir, "crl-"+hex.EncodeToString(sum[:16])+".der")
 }
 
-// saveState writes what source gave to the state directory.
-func (c *Checker) saveState(source string, data []byte) {
+// saveState writes what source gave to the state directory, unless it no
+// longer holds it (held, called under the lock, tells what it holds): two
+// fetches that end close together write in the order they were held.
+func (c *Checker) saveState(source string, data []byte, held func() []byte) {
 	path := c.statePath(source)
 	if path == "" {
+		return
+	}
+	c.saving.Lock()
+	defer c.saving.Unlock()
+	c.mu.RLock()
+	current := bytes.Equal(held(), data)
+	c.mu.RUnlock()
+	if !current {
 		return
 	}
 	err := os.MkdirAll(c.cfg.StateDir, 0o700)

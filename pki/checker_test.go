@@ -547,6 +547,7 @@ func TestDenylist(t *testing.T) {
 
 	// The last good list survives a restart with the source down.
 	s.srv.fail(http.StatusNotFound)
+	c.Stop() // as the process ends: the fetches under way finish writing first
 	again := newChecker(t, Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, StateDir: c.cfg.StateDir, MaxStale: time.Hour})
 	expectReason(t, "banned after a restart with the list's source down", again.Check(ctx, s.chain(s.good)), Banned)
 }
