@@ -310,7 +310,7 @@ func TestPKIRevocation(t *testing.T) {
 				data = tc.bad(t, ca, y.leaf.SerialNumber)
 			}
 			srv.setMode(ca.crlPath, tc.mode, data)
-			srv.awaitFetches(t, ca.crlPath, before, 2, 6*time.Second)
+			srv.awaitFetches(t, ca.crlPath, before, 2, 8*time.Second)
 			g.expectHandshakeRefused(t, "revoked by the good CRL, after the bad one", x)
 			g.expectPasses(t, "revoked only by the bad CRL", y)
 			held := g.awaitSource(t, ca.crlURL, revocationWithin, "still holds the good CRL", func(s pkiSource) bool {
@@ -530,7 +530,7 @@ func TestPKIDenylist(t *testing.T) {
 		t.Run("bad list ignored: "+tc.name, func(t *testing.T) {
 			before := srv.hits(listPath)
 			srv.set(listPath, tc.jws)
-			srv.awaitFetches(t, listPath, before, 2, 6*time.Second)
+			srv.awaitFetches(t, listPath, before, 2, 8*time.Second)
 			g.expectHandshakeRefused(t, "banned by the last good list", a)
 			if s, _ := g.source(t, listURL); s.Entries != len(list) {
 				t.Errorf("admin API after a bad list: %d entries, want the last good list's %d", s.Entries, len(list))
