@@ -140,11 +140,11 @@ type DenylistConfig struct {
 // deny list store, the revocation checker, and the open requests of
 // identified clients.
 var gateway struct {
-	store   atomic.Pointer[mtlsident.Store] // nil: no app, an empty list
+	store    atomic.Pointer[mtlsident.Store] // nil: no app, an empty list
 	pki      atomic.Pointer[pki.Checker]     // nil: no revocation checking
 	denySync atomic.Pointer[fleet.DenySync]  // nil: the deny list is this replica's own
-	streams mtlsident.Streams
-	conns   mtlsident.Conns
+	streams  mtlsident.Streams
+	conns    mtlsident.Conns
 }
 
 // noStore is the gateway-wide deny list while no nutsgate app is running.
