@@ -286,6 +286,9 @@ func (a *App) Start() error {
 		a.logger.Info("revocation checking started", zap.Duration("refresh", cfg.Refresh), zap.Duration("max_stale", cfg.MaxStale),
 			zap.Strings("crl", cfg.CRLs), zap.String("denylist", cfg.Denylist), zap.String("state_dir", cfg.StateDir))
 	}
+	if a.fleet != nil {
+		a.fleet.Start()
+	}
 	if a.store == nil {
 		return nil
 	}

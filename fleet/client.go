@@ -74,6 +74,7 @@ type Client struct {
 	failures atomic.Int64
 	offset   atomic.Int64 // Redis's clock minus ours, in microseconds
 
+	start  sync.Once
 	mu     sync.Mutex
 	onUp   map[int]func()
 	hooks  int
@@ -93,8 +94,7 @@ type Options struct {
 	Up func(bool)
 }
 
-// New returns a client for cfg and starts its health check; it does not
-// wait for Redis, which may be away.
+// New returns a client for cfg. It connects to nothing until Start.
 func New(cfg Config, opts Options) (*Client, error) {
 	o, err := clientOptions(cfg)
 	if err != nil {
@@ -117,10 +117,18 @@ func New(cfg Config, opts Options) (*Client, error) {
 	if c.logger == nil {
 		c.logger = zap.NewNop()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	c.stop, c.done = cancel, make(chan struct{})
-	go c.health(ctx)
 	return c, nil
+}
+
+// Start starts the health check, which marks Redis up once it answers; it
+// does not wait for Redis, which may be away. Calls after the first do
+// nothing.
+func (c *Client) Start() {
+	c.start.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		c.stop, c.done = cancel, make(chan struct{})
+		go c.health(ctx)
+	})
 }
 
 // clientOptions turns cfg into go-redis options that never make a request
@@ -195,8 +203,11 @@ func clientOptions(cfg Config) (*redis.UniversalOptions, error) {
 
 // Close stops the health check and closes the connections.
 func (c *Client) Close() error {
-	c.stop()
-	<-c.done
+	c.start.Do(func() {}) // no health check once closed
+	if c.stop != nil {
+		c.stop()
+		<-c.done
+	}
 	return c.rdb.Close()
 }
 

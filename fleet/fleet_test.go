@@ -84,6 +84,7 @@ func (r *testRedis) client(t *testing.T, prefix string) *Client {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
+	c.Start()
 	waitFor(t, "the client to find redis up", c.Up)
 	return c
 }
