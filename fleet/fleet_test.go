@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/nutsgate/nutsgate/mtlsident"
 	"github.com/nutsgate/nutsgate/ratelimit"
 )
@@ -384,4 +387,31 @@ func BenchmarkLimiter(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestUnreachableAtStart: a client whose Redis is not there from the start
+// says so in the log, and joins once it appears.
+func TestUnreachableAtStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &testRedis{port: l.Addr().(*net.TCPAddr).Port}
+	l.Close()
+	core, logs := observer.New(zap.InfoLevel)
+	c, err := New(Config{Address: "redis://" + r.addr()}, Options{Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Start()
+	waitFor(t, "an error line", func() bool {
+		return logs.FilterLevelExact(zap.ErrorLevel).FilterMessageSnippet("redis unreachable").Len() > 0
+	})
+	if c.Up() {
+		t.Fatal("up without redis")
+	}
+	r.start(t)
+	t.Cleanup(r.kill)
+	waitFor(t, "redis up", c.Up)
 }
