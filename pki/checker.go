@@ -102,6 +102,12 @@ type sourceState struct {
 	warned      atomic.Int64  // unix nanoseconds of the last warning of an unknown status
 }
 
+// firstFetching reports whether the first fetch of the source is under
+// way: only that one is waited for; a retry after a failure is not.
+func (s *sourceState) firstFetching() bool {
+	return s.fetching != nil && s.lastAttempt.IsZero()
+}
+
 // nextAttempt is when the source is fetched again.
 func (s *sourceState) nextAttempt(refresh time.Duration) time.Time {
 	if s.lastErr != "" {

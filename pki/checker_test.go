@@ -580,3 +580,24 @@ func readTestdata(t *testing.T, name string) []byte {
 	}
 	return data
 }
+
+// A source whose first fetch failed is not waited for again while it is
+// retried: only the first attempt is.
+func TestRetryNotWaitedFor(t *testing.T) {
+	s := newSetup(t)
+	s.srv.fail(http.StatusServiceUnavailable)
+	c := New(Config{FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	expectReason(t, "CRL server down", c.Check(context.Background(), s.chain(s.good)), "")
+	c.mu.Lock()
+	for _, src := range c.allCRLs() {
+		c.startFetch(&src.sourceState) // the retry, under way
+	}
+	c.mu.Unlock()
+	c.mu.RLock()
+	ready := c.ready(s.chain(s.good))
+	c.mu.RUnlock()
+	if wait := c.prepare(context.Background(), s.chain(s.good)); !ready || len(wait) != 0 {
+		t.Fatalf("during a retry: ready %v, %d fetches to wait for; want ready and none", ready, len(wait))
+	}
+}

@@ -92,7 +92,8 @@ func (c *Checker) Check(ctx context.Context, chains [][]*x509.Certificate) error
 
 // prepare makes sure every source the chains need is known, remembers the
 // CAs that use each, and starts the first fetch of those never fetched. It
-// returns what to wait for: the first fetches under way.
+// returns what to wait for: the first fetches under way (a retry after a
+// failed first fetch is not waited for).
 func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []chan struct{} {
 	c.mu.RLock()
 	ready := c.ready(chains)
@@ -107,7 +108,7 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 		if !held && !s.attempted {
 			c.startFetch(s)
 		}
-		if !held && s.fetching != nil {
+		if !held && s.firstFetching() {
 			wait = append(wait, s.fetching)
 		}
 	}
@@ -146,7 +147,7 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 // ready reports whether prepare has nothing to do for chains; the lock is
 // held for reading.
 func (c *Checker) ready(chains [][]*x509.Certificate) bool {
-	if c.deny != nil && c.deny.held == nil && (!c.deny.attempted || c.deny.fetching != nil) {
+	if c.deny != nil && c.deny.held == nil && (!c.deny.attempted || c.deny.firstFetching()) {
 		return false
 	}
 	for _, chain := range chains {
@@ -157,7 +158,7 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 			}
 			for p := range points(cert) {
 				s := c.crls[p]
-				if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.fetching != nil) {
+				if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.firstFetching()) {
 					return false
 				}
 			}
