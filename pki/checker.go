@@ -87,6 +87,8 @@ type Checker struct {
 	saving   sync.Mutex    // one write to the state directory at a time
 	loopDone chan struct{} // closed when the refresh loop ends; nil if not started
 	lastTick time.Time
+
+	capWarned atomic.Bool // maxCRLSources reached and logged
 }
 
 // sourceState is what every source records of its fetches; the Checker's

@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // testCA is a certificate authority of a test: it issues certificates
@@ -599,5 +602,29 @@ func TestRetryNotWaitedFor(t *testing.T) {
 	c.mu.RUnlock()
 	if wait := c.prepare(context.Background(), s.chain(s.good)); !ready || len(wait) != 0 {
 		t.Fatalf("during a retry: ready %v, %d fetches to wait for; want ready and none", ready, len(wait))
+	}
+}
+
+// Past maxCRLSources, a distribution point not followed does not make
+// every check take the write lock, and the cap is logged once.
+func TestSourceCap(t *testing.T) {
+	s := newSetup(t)
+	core, logs := observer.New(zap.WarnLevel)
+	c := New(Config{FetchTimeout: 2 * time.Second, Logger: zap.New(core)})
+	t.Cleanup(c.Stop)
+	c.mu.Lock()
+	for i := range maxCRLSources {
+		name := "https://full.example/" + strconv.Itoa(i)
+		c.crls[name] = &crlSource{sourceState: sourceState{name: name, attempted: true}}
+	}
+	c.mu.Unlock()
+	for range 3 {
+		expectReason(t, "good leaf, its CRLs not followed", c.Check(context.Background(), s.chain(s.good)), "")
+	}
+	c.mu.RLock()
+	ready := c.ready(s.chain(s.good))
+	c.mu.RUnlock()
+	if n := logs.FilterMessageSnippet("too many CRL").Len(); !ready || n != 1 {
+		t.Fatalf("ready %v, cap logged %d times; want ready, logged once", ready, n)
 	}
 }

@@ -125,7 +125,7 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 				s := c.crls[p]
 				if s == nil {
 					if len(c.crls) >= maxCRLSources {
-						c.cfg.Logger.Warn("too many CRL distribution points; not followed", zap.String("source", p))
+						c.capReached(p)
 						continue
 					}
 					s = c.newCRLSource(p)
@@ -158,6 +158,10 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 			}
 			for p := range points(cert) {
 				s := c.crls[p]
+				if s == nil && len(c.crls) >= maxCRLSources {
+					c.capReached(p)
+					continue // not followed: judged unknown
+				}
 				if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.firstFetching()) {
 					return false
 				}
@@ -170,6 +174,15 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 		}
 	}
 	return true
+}
+
+// capReached logs, once, that the distribution point p is not followed:
+// maxCRLSources are.
+func (c *Checker) capReached(p string) {
+	if c.capWarned.CompareAndSwap(false, true) {
+		c.cfg.Logger.Warn("too many CRL distribution points; those of further CAs are not followed (their status is unknown)",
+			zap.Int("limit", maxCRLSources), zap.String("source", p))
+	}
 }
 
 // Held judges chains as Check does, by what is held now: it fetches
