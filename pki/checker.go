@@ -110,12 +110,29 @@ func (s *sourceState) firstFetching() bool {
 	return s.fetching != nil && s.lastAttempt.IsZero()
 }
 
-// nextAttempt is when the source is fetched again.
-func (s *sourceState) nextAttempt(refresh time.Duration) time.Time {
-	if s.lastErr != "" {
-		return s.lastAttempt.Add(min(refresh, retryFailed))
+// nextAttempt is when the source is fetched again: a refresh after the
+// last attempt, or at nextUpdate (of the CRL held; zero: none) if that
+// comes first. After a failed attempt, or one that left a CRL already past
+// its nextUpdate, it is tried again sooner: within retryFailed.
+func (s *sourceState) nextAttempt(refresh time.Duration, nextUpdate time.Time) time.Time {
+	retry := s.lastAttempt.Add(min(refresh, retryFailed))
+	switch {
+	case s.lastErr != "":
+		return retry
+	case nextUpdate.IsZero():
+		return s.lastAttempt.Add(refresh)
+	case nextUpdate.After(s.lastAttempt):
+		return earliest(s.lastAttempt.Add(refresh), nextUpdate)
+	default:
+		return retry
 	}
-	return s.lastAttempt.Add(refresh)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // denySource is the denylist's source.
@@ -198,8 +215,8 @@ func (c *Checker) tick() {
 	c.mu.Lock()
 	last := c.lastTick
 	c.lastTick = now
-	due := func(s *sourceState, heldDue time.Time) {
-		if s.fetching == nil && (!s.attempted || !now.Before(s.nextAttempt(c.cfg.Refresh))) {
+	due := func(s *sourceState, heldDue, nextUpdate time.Time) {
+		if s.fetching == nil && (!s.attempted || !now.Before(s.nextAttempt(c.cfg.Refresh, nextUpdate))) {
 			c.startFetch(s)
 		}
 		if c.cfg.MaxStale > 0 && !heldDue.IsZero() {
@@ -209,18 +226,18 @@ func (c *Checker) tick() {
 		}
 	}
 	for _, s := range c.allCRLs() {
-		var d time.Time
+		var d, next time.Time
 		if s.held != nil {
-			d = s.held.due(s.lastSuccess, c.cfg.Refresh)
+			d, next = s.held.due(s.lastSuccess, c.cfg.Refresh), s.held.list.NextUpdate
 		}
-		due(&s.sourceState, d)
+		due(&s.sourceState, d, next)
 	}
 	if c.deny != nil {
 		var d time.Time
 		if c.deny.held != nil {
 			d = c.deny.lastSuccess.Add(c.cfg.Refresh)
 		}
-		due(&c.deny.sourceState, d)
+		due(&c.deny.sourceState, d, time.Time{})
 	}
 	c.mu.Unlock()
 	if crossed && c.cfg.Changed != nil {

@@ -445,7 +445,7 @@ func TestStateDirSurvivesRestart(t *testing.T) {
 
 func TestConfiguredCRLFile(t *testing.T) {
 	s := newSetup(t)
-	leaf := s.int.issue(t, "no-cdp", time.Now().Add(time.Hour))
+	leaf := s.int.issue(t, "no-cdp", time.Now().Add(3*time.Hour))
 	leaf.CRLDistributionPoints = nil
 	path := filepath.Join(t.TempDir(), "int.pem")
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: s.int.crl(t, 3, leaf)}), 0o600); err != nil {
@@ -626,5 +626,28 @@ func TestSourceCap(t *testing.T) {
 	c.mu.RUnlock()
 	if n := logs.FilterMessageSnippet("too many CRL").Len(); !ready || n != 1 {
 		t.Fatalf("ready %v, cap logged %d times; want ready, logged once", ready, n)
+	}
+}
+
+// A CRL whose nextUpdate comes before the next refresh is fetched again at
+// its nextUpdate.
+func TestRefetchAtNextUpdate(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crlAt(t, 2, time.Now().Add(-time.Minute), time.Now().Add(10*time.Minute)))
+	c := New(Config{FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	expectReason(t, "good leaf", c.Check(context.Background(), s.chain(s.good)), "")
+	c.mu.RLock()
+	src := c.crls[s.int.crlURL]
+	first := src.lastAttempt
+	c.mu.RUnlock()
+	now := time.Now()
+	c.now = func() time.Time { return now.Add(11 * time.Minute) }
+	c.tick()
+	c.mu.RLock()
+	fetched := src.fetching != nil || !src.lastAttempt.Equal(first)
+	c.mu.RUnlock()
+	if !fetched {
+		t.Fatal("CRL past its nextUpdate (10 min) not fetched again before the refresh (1h)")
 	}
 }
