@@ -235,7 +235,7 @@ func (c *Checker) tick() {
 	if c.deny != nil {
 		var d time.Time
 		if c.deny.held != nil {
-			d = c.deny.lastSuccess.Add(c.cfg.Refresh)
+			d = refreshDue(c.deny.lastSuccess, c.cfg.Refresh)
 		}
 		due(&c.deny.sourceState, d, time.Time{})
 	}

@@ -651,3 +651,20 @@ func TestRefetchAtNextUpdate(t *testing.T) {
 		t.Fatal("CRL past its nextUpdate (10 min) not fetched again before the refresh (1h)")
 	}
 }
+
+// The denylist is not past due while its refresh is under way.
+func TestDenylistNotDueAtRefresh(t *testing.T) {
+	s := newSetup(t)
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, s.lost)))
+	c := New(Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, MaxStale: time.Second, FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	refetch(t, c)
+	c.mu.RLock()
+	last := c.deny.lastSuccess
+	c.mu.RUnlock()
+	c.now = func() time.Time { return last.Add(DefaultRefresh + 2*time.Second) }
+	leaf := s.int.issue(t, "no-cdp", time.Now().Add(3*time.Hour))
+	leaf.CRLDistributionPoints = nil
+	expectReason(t, "2 s after the refresh started, max_stale 1s", c.Held([][]*x509.Certificate{{leaf}}), "")
+}

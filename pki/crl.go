@@ -97,13 +97,21 @@ func (h *heldCRL) issuedBy(issuer *x509.Certificate) bool {
 	return ok
 }
 
-// due is when the CRL is past due: its nextUpdate, or, without one, a
-// refresh after it was fetched.
+// due is when the CRL is past due: its nextUpdate, or, without one, as
+// the denylist (see refreshDue).
 func (h *heldCRL) due(fetched time.Time, refresh time.Duration) time.Time {
 	if !h.list.NextUpdate.IsZero() {
 		return h.list.NextUpdate
 	}
-	return fetched.Add(refresh)
+	return refreshDue(fetched, refresh)
+}
+
+// refreshDue is when a source without a nextUpdate of its own, fetched
+// last at fetched, is past due: a refresh later, plus the time its
+// refetch may take to succeed (a retry), so that it is not past due for a
+// moment every refresh.
+func refreshDue(fetched time.Time, refresh time.Duration) time.Time {
+	return fetched.Add(refresh + min(refresh, retryFailed))
 }
 
 // crlSource is one place a CRL comes from: a distribution point named by

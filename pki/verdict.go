@@ -227,11 +227,10 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 		if e, banned := d.held.Bans(cert); banned {
 			return &Refusal{Reason: Banned, Cert: cert, Detail: "on the Nuts denylist: " + e.Reason}
 		}
-		switch {
-		case d.held == nil:
+		if d.held == nil {
 			note(c.unknown(&d.sourceState, cert, time.Time{}, "denylist not fetched yet"))
-		case now.After(d.lastSuccess.Add(c.cfg.Refresh)):
-			note(c.unknown(&d.sourceState, cert, d.lastSuccess.Add(c.cfg.Refresh), "denylist past due"))
+		} else if due := refreshDue(d.lastSuccess, c.cfg.Refresh); !now.Before(due) {
+			note(c.unknown(&d.sourceState, cert, due, "denylist past due"))
 		}
 	}
 	issuer := issuerOf(chain, i)
