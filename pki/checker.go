@@ -185,7 +185,11 @@ func (c *Checker) Start() {
 // Stop ends the refreshes, cancels the fetches under way and waits for
 // them to end.
 func (c *Checker) Stop() {
+	// Under the lock: startFetch, which checks c.ctx under it, then adds no
+	// fetch once Wait below may have begun.
+	c.mu.Lock()
 	c.stop()
+	c.mu.Unlock()
 	if c.loopDone != nil {
 		<-c.loopDone
 	}
@@ -364,7 +368,11 @@ func (c *Checker) record(s *sourceState, now time.Time, err error) {
 	}
 }
 
+// failed logs and counts a failed fetch; not one that Stop cancelled.
 func (c *Checker) failed(source, what string, err error) {
+	if c.ctx.Err() != nil {
+		return
+	}
 	c.cfg.Logger.Warn(what+" fetch failed; the last good one stays in force", zap.String("source", source), zap.Error(err))
 	if c.cfg.FetchFailed != nil {
 		c.cfg.FetchFailed(source)

@@ -668,3 +668,39 @@ func TestDenylistNotDueAtRefresh(t *testing.T) {
 	leaf.CRLDistributionPoints = nil
 	expectReason(t, "2 s after the refresh started, max_stale 1s", c.Held([][]*x509.Certificate{{leaf}}), "")
 }
+
+// A fetch that Stop cancels is not a failed fetch.
+func TestStopNotAFailure(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	var failed atomic.Int64
+	core, logs := observer.New(zap.WarnLevel)
+	c := New(Config{CRLs: []string{srv.URL + "/ca.crl"}, FetchTimeout: time.Minute, Logger: zap.New(core),
+		FetchFailed: func(string) { failed.Add(1) }})
+	c.Start()
+	<-arrived
+	c.Stop()
+	if n := failed.Load(); n != 0 || logs.Len() != 0 {
+		t.Fatalf("a fetch cancelled by Stop counted %d times as failed, logged %v", n, logs.All())
+	}
+}
+
+// Stop does not race the fetches that checks start meanwhile (go test
+// -race).
+func TestStopWhileChecking(t *testing.T) {
+	s := newSetup(t)
+	for range 20 {
+		c := New(Config{FetchTimeout: time.Second})
+		c.Start()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() { _ = c.Check(context.Background(), s.chain(s.good)) })
+		}
+		c.Stop()
+		wg.Wait()
+	}
+}
