@@ -704,3 +704,18 @@ func TestStopWhileChecking(t *testing.T) {
 		wg.Wait()
 	}
 }
+
+// A CRL issued before the one held (its thisUpdate earlier) is a rollback,
+// whatever its number: a CA's CRLs without numbers are guarded too.
+func TestCRLOlderThisUpdateRefused(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crl(t, 2, s.lost))
+	c := newChecker(t, Config{})
+	expectReason(t, "revoked leaf", c.Check(context.Background(), s.chain(s.lost)), Revoked)
+	s.srv.serve("/int.crl", s.int.crlAt(t, 3, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
+	refetch(t, c)
+	expectReason(t, "revoked leaf after an older CRL", c.Held(s.chain(s.lost)), Revoked)
+	if st := sourceStatus(t, c, s.int.crlURL); !strings.Contains(st.LastError, "thisUpdate") || st.Number != "2" {
+		t.Fatalf("status %+v, want the CRL held (number 2) and an error about thisUpdate", st)
+	}
+}

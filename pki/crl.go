@@ -169,6 +169,10 @@ func (s *crlSource) accept(list *x509.RevocationList, now time.Time) (*heldCRL, 
 			return nil, errors.New("CRL is not signed by the CA whose certificates name this source")
 		}
 	}
+	if old := s.held; old != nil && old.trusted.Load() && list.ThisUpdate.Before(old.list.ThisUpdate) {
+		return nil, fmt.Errorf("CRL thisUpdate %s is before the %s of the one held", list.ThisUpdate.UTC().Format(time.RFC3339),
+			old.list.ThisUpdate.UTC().Format(time.RFC3339))
+	}
 	if old := s.held; old != nil && old.trusted.Load() && old.list.Number != nil {
 		if list.Number == nil {
 			return nil, fmt.Errorf("CRL has no number, the one held has %s", old.list.Number)
