@@ -160,7 +160,9 @@ func New(cfg Config) *Checker {
 	c := &Checker{cfg: cfg, client: newHTTPClient(), now: time.Now, crls: make(map[string]*crlSource)}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	for _, src := range cfg.CRLs {
-		c.extra = append(c.extra, c.newCRLSource(src))
+		if c.configured(src) == nil {
+			c.extra = append(c.extra, c.newCRLSource(src))
+		}
 	}
 	if cfg.Denylist != "" {
 		c.deny = &denySource{sourceState: sourceState{name: cfg.Denylist}}
@@ -249,14 +251,28 @@ func (c *Checker) tick() {
 	}
 }
 
-// allCRLs lists every CRL source; the lock is held.
+// allCRLs lists every CRL source once; the lock is held.
 func (c *Checker) allCRLs() []*crlSource {
 	all := make([]*crlSource, 0, len(c.crls)+len(c.extra))
 	all = append(all, c.extra...)
 	for _, s := range c.crls {
-		all = append(all, s)
+		if c.configured(s.name) != s {
+			all = append(all, s)
+		}
 	}
 	return all
+}
+
+// configured returns the configured CRL source of that name; nil if there
+// is none. A distribution point that is also configured is that one
+// source.
+func (c *Checker) configured(name string) *crlSource {
+	for _, s := range c.extra {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
 }
 
 // startFetch runs the fetch of a source in the background, unless the

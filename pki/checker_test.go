@@ -719,3 +719,23 @@ func TestCRLOlderThisUpdateRefused(t *testing.T) {
 		t.Fatalf("status %+v, want the CRL held (number 2) and an error about thisUpdate", st)
 	}
 }
+
+// A configured CRL that is also a distribution point is one source: listed
+// once, one state file.
+func TestConfiguredDistributionPointOneSource(t *testing.T) {
+	s := newSetup(t)
+	c := newChecker(t, Config{CRLs: []string{s.int.crlURL}, StateDir: t.TempDir()})
+	expectReason(t, "good leaf", c.Check(context.Background(), s.chain(s.good)), "")
+	n := 0
+	for _, st := range c.Status() {
+		if st.Source == s.int.crlURL {
+			n++
+		}
+	}
+	c.mu.RLock()
+	same := c.crls[s.int.crlURL] == c.extra[0]
+	c.mu.RUnlock()
+	if n != 1 || !same {
+		t.Fatalf("%s listed %d times, one source object: %v; want once, one", s.int.crlURL, n, same)
+	}
+}

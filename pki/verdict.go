@@ -123,11 +123,15 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 			}
 			for p := range points(cert) {
 				s := c.crls[p]
-				if s == nil {
-					if len(c.crls) >= maxCRLSources {
-						c.capReached(p)
-						continue
-					}
+				switch {
+				case s != nil:
+				case c.configured(p) != nil:
+					s = c.configured(p) // one source, whatever names it
+					c.crls[p] = s
+				case len(c.crls) >= maxCRLSources:
+					c.capReached(p)
+					continue
+				default:
 					s = c.newCRLSource(p)
 					c.crls[p] = s
 				}
@@ -158,7 +162,7 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 			}
 			for p := range points(cert) {
 				s := c.crls[p]
-				if s == nil && len(c.crls) >= maxCRLSources {
+				if s == nil && len(c.crls) >= maxCRLSources && c.configured(p) == nil {
 					c.capReached(p)
 					continue // not followed: judged unknown
 				}
