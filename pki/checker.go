@@ -7,9 +7,14 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"io/fs"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -327,12 +332,9 @@ func (c *Checker) fetchCRL(s *crlSource) {
 	if changed {
 		c.cfg.Logger.Info("CRL updated", zap.String("source", s.name), zap.String("issuer", list.Issuer.String()),
 			zap.Int("revoked", len(held.revoked)), zap.Time("next_update", list.NextUpdate))
-		c.saveState(s.name, list.Raw, func() []byte {
-			if s.held == nil {
-				return nil
-			}
-			return s.held.list.Raw
-		})
+		if held.trusted.Load() { // else kept once a CA is found to sign it (keepConfigured)
+			c.saveCRL(s, list.Raw)
+		}
 		if c.cfg.Changed != nil {
 			c.cfg.Changed()
 		}
@@ -434,9 +436,70 @@ func (c *Checker) saveState(source string, data []byte, held func() []byte) {
 	}
 }
 
-// loadCRLState reads what the state directory keeps of a CRL source; the
-// CRL's signature is checked when a certificate uses it.
+// saveCRL writes the CRL of s to the state directory, unless s no longer
+// holds it.
+func (c *Checker) saveCRL(s *crlSource, raw []byte) {
+	c.saveState(s.name, raw, func() []byte {
+		if s.held == nil {
+			return nil
+		}
+		return s.held.list.Raw
+	})
+}
+
+// keepConfigured writes to the state directory a configured source's
+// issuers and its CRL, now verified by one of them; the lock is not held.
+func (c *Checker) keepConfigured(s *crlSource) {
+	path := c.issuersPath(s.name)
+	if path == "" {
+		return
+	}
+	c.mu.RLock()
+	var certs []*x509.Certificate
+	for _, cert := range s.issuers {
+		certs = append(certs, cert)
+	}
+	var raw []byte
+	if s.held != nil && s.held.trusted.Load() {
+		raw = s.held.list.Raw
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(certs, func(a, b *x509.Certificate) int { return bytes.Compare(a.Raw, b.Raw) })
+	var data []byte
+	for _, cert := range certs {
+		data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
+	}
+	c.saving.Lock()
+	err := os.MkdirAll(c.cfg.StateDir, 0o700)
+	if err == nil {
+		err = atomicfile.Write(path, data, 0o600)
+	}
+	c.saving.Unlock()
+	if err != nil {
+		c.cfg.Logger.Warn("cannot keep the CAs of a CRL source in the state directory; after a restart its first fetch is not verified",
+			zap.String("source", s.name), zap.Error(err))
+	}
+	if raw != nil {
+		c.saveCRL(s, raw)
+	}
+}
+
+// issuersPath is the file in the state directory that keeps the CAs found
+// to sign a configured source's CRL; empty if the source is not kept.
+func (c *Checker) issuersPath(source string) string {
+	path := c.statePath(source)
+	if path == "" {
+		return ""
+	}
+	return strings.TrimSuffix(path, ".der") + ".issuers.pem"
+}
+
+// loadCRLState reads what the state directory keeps of a CRL source: the
+// CAs found to sign a configured source's CRL, and the CRL, which must be
+// signed by one of them if any are kept (else its signature is checked
+// when a certificate uses it).
 func (c *Checker) loadCRLState(s *crlSource) {
+	c.loadIssuers(s)
 	data, fetched, ok := c.readState(s.name)
 	if !ok {
 		return
@@ -446,7 +509,39 @@ func (c *Checker) loadCRLState(s *crlSource) {
 		c.cfg.Logger.Warn("state directory CRL unreadable; ignored", zap.String("source", s.name), zap.Error(err))
 		return
 	}
-	s.held, s.lastSuccess = newHeldCRL(list), fetched
+	held := newHeldCRL(list)
+	if len(s.issuers) > 0 && !held.signedByOneOf(s.issuers) {
+		c.cfg.Logger.Warn("state directory CRL not signed by the CA of its source; ignored", zap.String("source", s.name))
+		return
+	}
+	s.held, s.lastSuccess = held, fetched
+}
+
+// loadIssuers reads the CAs kept for a configured source.
+func (c *Checker) loadIssuers(s *crlSource) {
+	path := c.issuersPath(s.name)
+	if path == "" {
+		return
+	}
+	data, err := readFile(path, 1<<20)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			c.cfg.Logger.Warn("state directory CAs of a CRL source unreadable; ignored", zap.String("file", path), zap.Error(err))
+		}
+		return
+	}
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if b.Type != "CERTIFICATE" || err != nil {
+			c.cfg.Logger.Warn("state directory CAs of a CRL source: a block is not a certificate; ignored", zap.String("file", path))
+			continue
+		}
+		s.addIssuer(cert)
+	}
 }
 
 // loadDenyState reads what the state directory keeps of the denylist.

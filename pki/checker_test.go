@@ -739,3 +739,96 @@ func TestConfiguredDistributionPointOneSource(t *testing.T) {
 		t.Fatalf("%s listed %d times, one source object: %v; want once, one", s.int.crlURL, n, same)
 	}
 }
+
+// noCDP issues a leaf of ca that names no distribution point: only a
+// configured CRL covers it.
+func noCDP(t *testing.T, ca *testCA, name string) *x509.Certificate {
+	t.Helper()
+	leaf := ca.issue(t, name, time.Now().Add(12*time.Hour))
+	leaf.CRLDistributionPoints = nil
+	return leaf
+}
+
+// impostorCRL is a CRL in the name of ca, signed by another key.
+func impostorCRL(t *testing.T, srv *crlServer, ca *testCA, n int64) []byte {
+	t.Helper()
+	key := newKey(t)
+	tmpl := caTemplate(ca.cert.Subject.CommonName, time.Now().Add(time.Hour))
+	return makeCA(t, srv, "impostor", tmpl, tmpl, key, key).crl(t, n)
+}
+
+// A configured CRL source remembers, across a restart, the CA found to
+// sign it: after the restart, a CRL in that CA's name signed by another key
+// is refused and the good copy stays.
+func TestConfiguredCRLIssuersKept(t *testing.T) {
+	s := newSetup(t)
+	leaf := noCDP(t, s.int, "no-cdp")
+	s.srv.serve("/extra.crl", s.int.crl(t, 2, leaf))
+	dir := t.TempDir()
+	cfg := Config{CRLs: []string{s.srv.URL + "/extra.crl"}, StateDir: dir, FetchTimeout: 2 * time.Second}
+	chain := [][]*x509.Certificate{{leaf, s.int.cert, s.root.cert}}
+	first := newChecker(t, cfg)
+	refetch(t, first)
+	expectReason(t, "leaf revoked in a configured CRL", first.Check(context.Background(), chain), Revoked)
+	first.Stop()
+
+	s.srv.serve("/extra.crl", impostorCRL(t, s.srv, s.int, 3))
+	second := newChecker(t, cfg)
+	refetch(t, second)
+	expectReason(t, "leaf after a restart and an impostor's CRL", second.Check(context.Background(), chain), Revoked)
+	if st := sourceStatus(t, second, s.srv.URL+"/extra.crl"); !strings.Contains(st.LastError, "not signed") || st.Number != "2" {
+		t.Fatalf("status %+v, want the good CRL (number 2) and the impostor's refused", st)
+	}
+}
+
+// A configured CRL is written to the state directory only once a CA is
+// found to sign it.
+func TestConfiguredCRLKeptOnlyVerified(t *testing.T) {
+	s := newSetup(t)
+	leaf := noCDP(t, s.int, "no-cdp")
+	s.srv.serve("/extra.crl", s.int.crl(t, 2))
+	dir := t.TempDir()
+	cfg := Config{CRLs: []string{s.srv.URL + "/extra.crl"}, StateDir: dir}
+	c := newChecker(t, cfg)
+	refetch(t, c)
+	c.Stop() // waits for the writes
+	if files, _ := filepath.Glob(filepath.Join(dir, "crl-*.der")); len(files) != 0 {
+		t.Fatalf("state directory holds %v before any CA verified the CRL, want nothing", files)
+	}
+	c = newChecker(t, cfg)
+	refetch(t, c)
+	expectReason(t, "good leaf", c.Check(context.Background(), [][]*x509.Certificate{{leaf, s.int.cert, s.root.cert}}), "")
+	c.Stop()
+	if files, _ := filepath.Glob(filepath.Join(dir, "crl-*.der")); len(files) != 2 { // extra.crl, root.crl
+		t.Fatalf("state directory holds %v once the CRL is verified, want it and the root's", files)
+	}
+}
+
+// How a configured CRL judges a certificate: not at all if another CA
+// issued it; unknown if it is in the certificate's issuer's name but not
+// signed by it, or if it was never held.
+func TestConfiguredCRLJudged(t *testing.T) {
+	s := newSetup(t)
+	leaf := noCDP(t, s.int, "no-cdp")
+	other := newRoot(t, s.srv, "other")
+	chain := [][]*x509.Certificate{{leaf, s.int.cert, s.root.cert}}
+	for _, tc := range []struct {
+		name string
+		crl  func() []byte // nil: the source is down
+		want Reason
+	}{
+		{"another CA's CRL", func() []byte { return other.crl(t, 1) }, ""},
+		{"impostor in the issuer's name", func() []byte { return impostorCRL(t, s.srv, s.int, 1) }, Stale},
+		{"never held", nil, Stale},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/" + strings.ReplaceAll(tc.name, " ", "-") + ".crl"
+			if tc.crl != nil {
+				s.srv.serve(path, tc.crl())
+			}
+			c := newChecker(t, Config{CRLs: []string{s.srv.URL + path}, MaxStale: time.Hour})
+			refetch(t, c)
+			expectReason(t, tc.name+", max_stale 1h", c.Check(context.Background(), chain), tc.want)
+		})
+	}
+}

@@ -97,6 +97,16 @@ func (h *heldCRL) issuedBy(issuer *x509.Certificate) bool {
 	return ok
 }
 
+// signedByOneOf reports whether one of issuers issued the CRL.
+func (h *heldCRL) signedByOneOf(issuers map[string]*x509.Certificate) bool {
+	for _, issuer := range issuers {
+		if h.issuedBy(issuer) {
+			return true
+		}
+	}
+	return false
+}
+
 // due is when the CRL is past due: its nextUpdate, or, without one, as
 // the denylist (see refreshDue).
 func (h *heldCRL) due(fetched time.Time, refresh time.Duration) time.Time {
@@ -124,17 +134,25 @@ type crlSource struct {
 	issuers map[string]*x509.Certificate
 }
 
-// addIssuer remembers issuer as a CA whose CRL the source serves; the
-// Checker's lock is held.
-func (s *crlSource) addIssuer(issuer *x509.Certificate) {
+// addIssuer remembers issuer as a CA whose CRL the source serves, and
+// reports whether it was new; the Checker's lock is held.
+func (s *crlSource) addIssuer(issuer *x509.Certificate) bool {
 	key := string(issuer.RawSubjectPublicKeyInfo)
 	if _, ok := s.issuers[key]; ok || len(s.issuers) >= maxIssuersPerSource {
-		return
+		return false
 	}
 	if s.issuers == nil {
 		s.issuers = make(map[string]*x509.Certificate)
 	}
 	s.issuers[key] = issuer
+	return true
+}
+
+// knows reports whether issuer itself is remembered; the Checker's lock is
+// held, for reading at least.
+func (s *crlSource) knows(issuer *x509.Certificate) bool {
+	_, ok := s.issuers[string(issuer.RawSubjectPublicKeyInfo)]
+	return ok
 }
 
 // hasIssuer reports whether issuer is remembered; the Checker's lock is
@@ -157,17 +175,8 @@ func (s *crlSource) accept(list *x509.RevocationList, now time.Time) (*heldCRL, 
 		return nil, fmt.Errorf("CRL nextUpdate %s is before its thisUpdate", list.NextUpdate.UTC().Format(time.RFC3339))
 	}
 	held := newHeldCRL(list)
-	if len(s.issuers) > 0 {
-		signed := false
-		for _, issuer := range s.issuers {
-			if held.issuedBy(issuer) {
-				signed = true
-				break
-			}
-		}
-		if !signed {
-			return nil, errors.New("CRL is not signed by the CA whose certificates name this source")
-		}
+	if len(s.issuers) > 0 && !held.signedByOneOf(s.issuers) {
+		return nil, errors.New("CRL is not signed by the CA whose certificates name this source")
 	}
 	if old := s.held; old != nil && old.trusted.Load() && list.ThisUpdate.Before(old.list.ThisUpdate) {
 		return nil, fmt.Errorf("CRL thisUpdate %s is before the %s of the one held", list.ThisUpdate.UTC().Format(time.RFC3339),

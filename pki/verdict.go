@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"iter"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -102,6 +103,13 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 		return nil
 	}
 	var wait []chan struct{}
+	var learnt []*crlSource // configured sources that learnt an issuer
+	defer func() {
+		// Off the lock: the CRL, now verified, and its issuers are kept.
+		for _, s := range learnt {
+			c.keepConfigured(s)
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	await := func(s *sourceState, held bool) {
@@ -114,6 +122,9 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 	}
 	if c.deny != nil {
 		await(&c.deny.sourceState, c.deny.held != nil)
+	}
+	for _, s := range c.extra {
+		await(&s.sourceState, s.held != nil)
 	}
 	for _, chain := range chains {
 		for i, cert := range chain {
@@ -135,12 +146,14 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 					s = c.newCRLSource(p)
 					c.crls[p] = s
 				}
-				s.addIssuer(issuer)
+				if s.addIssuer(issuer) && c.configured(p) == s && !slices.Contains(learnt, s) {
+					learnt = append(learnt, s)
+				}
 				await(&s.sourceState, s.held != nil)
 			}
 			for _, s := range c.extra {
-				if s.held != nil && s.held.issuedBy(issuer) {
-					s.addIssuer(issuer)
+				if s.held != nil && !s.knows(issuer) && s.held.issuedBy(issuer) && s.addIssuer(issuer) && !slices.Contains(learnt, s) {
+					learnt = append(learnt, s)
 				}
 			}
 		}
@@ -175,6 +188,11 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 					return false
 				}
 			}
+		}
+	}
+	for _, s := range c.extra {
+		if s.held == nil && (!s.attempted || s.firstFetching()) {
+			return false
 		}
 	}
 	return true
@@ -259,7 +277,16 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 		}
 	}
 	for _, s := range c.extra {
-		if s.held == nil || !s.held.issuedBy(issuer) {
+		switch {
+		case s.held == nil && (len(s.issuers) == 0 || s.knows(issuer)):
+			// Never held: it cannot say which CA it covers, unless one is
+			// remembered.
+			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+s.name+" not fetched yet"))
+			continue
+		case s.held == nil, !bytes.Equal(s.held.list.RawIssuer, issuer.RawSubject):
+			continue // another CA's
+		case !s.held.issuedBy(issuer):
+			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+s.name+" is in the name of the certificate's issuer but not signed by it"))
 			continue
 		}
 		if s.held.revokes(cert) {
