@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"io/fs"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -313,11 +314,18 @@ func (c *Checker) fetchCRL(s *crlSource) {
 	if err == nil {
 		list, err = ParseCRL(data)
 	}
-	c.mu.Lock()
+	// Indexed and verified off the lock, against the CAs known now.
 	now := c.now()
 	var held *heldCRL
 	if err == nil {
-		held, err = s.accept(list, now)
+		c.mu.RLock()
+		issuers := maps.Clone(s.issuers)
+		c.mu.RUnlock()
+		held, err = verifyCRL(list, issuers, now)
+	}
+	c.mu.Lock()
+	if err == nil {
+		err = s.noRollback(list)
 	}
 	c.record(&s.sourceState, now, err)
 	changed := false

@@ -27,6 +27,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
 )
 
@@ -46,6 +47,7 @@ type crlServer struct {
 	files  map[string][]byte
 	status int // answer with this status instead, if not 0
 	hits   atomic.Int64
+	gate   chan struct{} // if set, every answer waits until it is closed
 }
 
 func newCRLServer(t *testing.T) *crlServer {
@@ -54,8 +56,11 @@ func newCRLServer(t *testing.T) *crlServer {
 		s.hits.Add(1)
 		s.mu.Lock()
 		data, ok := s.files[r.URL.Path]
-		status := s.status
+		status, gate := s.status, s.gate
 		s.mu.Unlock()
+		if gate != nil {
+			<-gate
+		}
 		switch {
 		case status != 0:
 			w.WriteHeader(status)
@@ -831,4 +836,57 @@ func TestConfiguredCRLJudged(t *testing.T) {
 			expectReason(t, tc.name+", max_stale 1h", c.Check(context.Background(), chain), tc.want)
 		})
 	}
+}
+
+// A fetched CRL is parsed, indexed and verified without the Checker's
+// lock (the clock, read when it is verified, sees the lock free), and a
+// new source's state file is read without it (its warning is logged with
+// the lock free).
+func TestCRLWorkOffTheLock(t *testing.T) {
+	s := newSetup(t)
+	dir := t.TempDir()
+	var c *Checker
+	var probing atomic.Bool
+	var locked atomic.Int64
+	probe := func() {
+		if !probing.Load() {
+			return
+		}
+		if !c.mu.TryLock() {
+			locked.Add(1)
+		} else {
+			c.mu.Unlock()
+		}
+	}
+	logger := zap.New(observerCore(), zap.Hooks(func(zapcore.Entry) error { probe(); return nil }))
+	c = New(Config{StateDir: dir, FetchTimeout: 5 * time.Second, Logger: logger})
+	c.now = func() time.Time { probe(); return time.Now() }
+	if err := os.WriteFile(c.statePath(s.int.crlURL), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	s.srv.mu.Lock()
+	s.srv.gate = gate
+	s.srv.mu.Unlock()
+
+	probing.Store(true)
+	c.prepare(context.Background(), s.chain(s.good)) // its fetches wait for the gate
+	probing.Store(false)
+	close(gate)
+	c.fetches.Wait()
+	c.mu.RLock()
+	src := c.crls[s.int.crlURL]
+	c.mu.RUnlock()
+	probing.Store(true)
+	c.fetchCRL(src)
+	probing.Store(false)
+	c.Stop()
+	if n := locked.Load(); n != 0 {
+		t.Fatalf("%d times the lock was held while a CRL was read, verified or its state file read", n)
+	}
+}
+
+func observerCore() zapcore.Core {
+	core, _ := observer.New(zap.DebugLevel)
+	return core
 }

@@ -98,9 +98,18 @@ func (c *Checker) Check(ctx context.Context, chains [][]*x509.Certificate) error
 func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []chan struct{} {
 	c.mu.RLock()
 	ready := c.ready(chains)
+	var missing []string
+	if !ready {
+		missing = c.missing(chains)
+	}
 	c.mu.RUnlock()
 	if ready {
 		return nil
+	}
+	// Off the lock: the new sources read their state files.
+	built := make(map[string]*crlSource, len(missing))
+	for _, p := range missing {
+		built[p] = c.newCRLSource(p)
 	}
 	var wait []chan struct{}
 	var learnt []*crlSource // configured sources that learnt an issuer
@@ -139,11 +148,11 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 				case c.configured(p) != nil:
 					s = c.configured(p) // one source, whatever names it
 					c.crls[p] = s
-				case len(c.crls) >= maxCRLSources:
-					c.capReached(p)
+				case built[p] == nil, len(c.crls) >= maxCRLSources:
+					c.capReached(p) // not built: the cap was reached
 					continue
 				default:
-					s = c.newCRLSource(p)
+					s = built[p]
 					c.crls[p] = s
 				}
 				if s.addIssuer(issuer) && c.configured(p) == s && !slices.Contains(learnt, s) {
@@ -159,6 +168,25 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 		}
 	}
 	return wait
+}
+
+// missing lists the distribution points of chains that have no source
+// yet, as many as the cap leaves room for; the lock is held for reading.
+func (c *Checker) missing(chains [][]*x509.Certificate) []string {
+	var out []string
+	for _, chain := range chains {
+		for i, cert := range chain {
+			if issuerOf(chain, i) == nil {
+				continue
+			}
+			for p := range points(cert) {
+				if c.crls[p] == nil && c.configured(p) == nil && !slices.Contains(out, p) && len(c.crls)+len(out) < maxCRLSources {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
 }
 
 // ready reports whether prepare has nothing to do for chains; the lock is
