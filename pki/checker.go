@@ -43,6 +43,8 @@ const (
 	// maxPointsPerCert bounds the distribution points followed per
 	// certificate.
 	maxPointsPerCert = 8
+	// maxFetches bounds the fetches under way at once.
+	maxFetches = 4
 	// warnEvery bounds how often one source's unknown status is logged.
 	warnEvery = time.Minute
 )
@@ -90,6 +92,7 @@ type Checker struct {
 	ctx      context.Context // ends with Stop; every fetch runs in it
 	stop     context.CancelFunc
 	fetches  sync.WaitGroup
+	slots    chan struct{} // one per fetch under way: at most maxFetches
 	saving   sync.Mutex    // one write to the state directory at a time
 	loopDone chan struct{} // closed when the refresh loop ends; nil if not started
 	lastTick time.Time
@@ -163,7 +166,8 @@ func New(cfg Config) *Checker {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	c := &Checker{cfg: cfg, client: newHTTPClient(), now: time.Now, crls: make(map[string]*crlSource)}
+	c := &Checker{cfg: cfg, client: newHTTPClient(), now: time.Now, crls: make(map[string]*crlSource),
+		slots: make(chan struct{}, maxFetches)}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	for _, src := range cfg.CRLs {
 		if c.configured(src) == nil {
@@ -292,6 +296,16 @@ func (c *Checker) startFetch(s *sourceState) {
 	c.fetches.Add(1)
 	go func() {
 		defer c.fetches.Done()
+		select {
+		case c.slots <- struct{}{}: // at most maxFetches at once
+		case <-c.ctx.Done():
+			now := c.now()
+			c.mu.Lock()
+			c.record(s, now, c.ctx.Err())
+			c.mu.Unlock()
+			return
+		}
+		defer func() { <-c.slots }()
 		s.run()
 	}()
 }

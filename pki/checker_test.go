@@ -890,3 +890,36 @@ func observerCore() zapcore.Core {
 	core, _ := observer.New(zap.DebugLevel)
 	return core
 }
+
+// At most maxFetches fetches run at once.
+func TestFetchesBounded(t *testing.T) {
+	release := make(chan struct{})
+	var inFlight, most atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	var sources []string
+	for i := range 2 * maxFetches {
+		sources = append(sources, srv.URL+"/"+strconv.Itoa(i)+".crl")
+	}
+	c := New(Config{CRLs: sources, FetchTimeout: 10 * time.Second})
+	c.Start()
+	// Let every fetch that may start reach the server.
+	for deadline := time.Now().Add(time.Second); inFlight.Load() < int64(len(sources)) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	c.Stop()
+	if n := most.Load(); n > maxFetches {
+		t.Fatalf("%d fetches at once, want at most %d", n, maxFetches)
+	}
+}
