@@ -93,7 +93,6 @@ type Checker struct {
 	stop     context.CancelFunc
 	fetches  sync.WaitGroup
 	slots    chan struct{} // one per fetch under way: at most maxFetches
-	saving   sync.Mutex    // one write to the state directory at a time
 	loopDone chan struct{} // closed when the refresh loop ends; nil if not started
 	lastTick time.Time
 
@@ -386,7 +385,7 @@ func (c *Checker) fetchDenylist() {
 	}
 	if changed {
 		c.cfg.Logger.Info("denylist updated", zap.String("source", s.name), zap.Int("entries", list.Len()))
-		c.saveState(s.name, data, func() []byte { return s.raw })
+		c.saveState(s.name, data, func() []byte { return s.raw }, nil)
 		if c.cfg.Changed != nil {
 			c.cfg.Changed()
 		}
@@ -432,21 +431,32 @@ func (c *Checker) statePath(source string) string {
 	return filepath.Join(c.cfg.StateDir, "crl-"+hex.EncodeToString(sum[:16])+".der")
 }
 
+// stateWrites orders the writes to state directories, of every Checker:
+// during a reload the old config's and the new one's share one.
+var stateWrites sync.Mutex
+
 // saveState writes what source gave to the state directory, unless it no
 // longer holds it (held, called under the lock, tells what it holds): two
-// fetches that end close together write in the order they were held.
-func (c *Checker) saveState(source string, data []byte, held func() []byte) {
+// fetches that end close together write in the order they were held. If
+// newer is set and reports that the file holds something newer (another
+// Checker wrote it), the file is left as it is.
+func (c *Checker) saveState(source string, data []byte, held func() []byte, newer func(onDisk []byte) bool) {
 	path := c.statePath(source)
 	if path == "" {
 		return
 	}
-	c.saving.Lock()
-	defer c.saving.Unlock()
+	stateWrites.Lock()
+	defer stateWrites.Unlock()
 	c.mu.RLock()
 	current := bytes.Equal(held(), data)
 	c.mu.RUnlock()
 	if !current {
 		return
+	}
+	if newer != nil {
+		if onDisk, err := readFile(path, MaxCRLSize); err == nil && newer(onDisk) {
+			return
+		}
 	}
 	err := os.MkdirAll(c.cfg.StateDir, 0o700)
 	if err == nil {
@@ -466,7 +476,23 @@ func (c *Checker) saveCRL(s *crlSource, raw []byte) {
 			return nil
 		}
 		return s.held.list.Raw
+	}, func(onDisk []byte) bool {
+		return newerCRL(onDisk, raw)
 	})
+}
+
+// newerCRL reports whether onDisk is a CRL of the same issuer as raw with
+// a higher number.
+func newerCRL(onDisk, raw []byte) bool {
+	disk, err := ParseCRL(onDisk)
+	if err != nil || disk.Number == nil {
+		return false
+	}
+	list, err := x509.ParseRevocationList(raw)
+	if err != nil || list.Number == nil {
+		return false
+	}
+	return bytes.Equal(disk.RawIssuer, list.RawIssuer) && disk.Number.Cmp(list.Number) > 0
 }
 
 // keepConfigured writes to the state directory a configured source's
@@ -491,12 +517,12 @@ func (c *Checker) keepConfigured(s *crlSource) {
 	for _, cert := range certs {
 		data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
 	}
-	c.saving.Lock()
+	stateWrites.Lock()
 	err := os.MkdirAll(c.cfg.StateDir, 0o700)
 	if err == nil {
 		err = atomicfile.Write(path, data, 0o600)
 	}
-	c.saving.Unlock()
+	stateWrites.Unlock()
 	if err != nil {
 		c.cfg.Logger.Warn("cannot keep the CAs of a CRL source in the state directory; after a restart its first fetch is not verified",
 			zap.String("source", s.name), zap.Error(err))

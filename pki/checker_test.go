@@ -923,3 +923,29 @@ func TestFetchesBounded(t *testing.T) {
 		t.Fatalf("%d fetches at once, want at most %d", n, maxFetches)
 	}
 }
+
+// A CRL on disk newer than the one fetched (another Checker, as the old
+// config's during a reload, wrote it) is not overwritten.
+func TestStateKeepsNewerCRL(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crl(t, 3))
+	c := New(Config{StateDir: t.TempDir(), FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	expectReason(t, "good leaf", c.Check(context.Background(), s.chain(s.good)), "")
+	c.fetches.Wait()
+	path := c.statePath(s.int.crlURL)
+	if err := os.WriteFile(path, s.int.crl(t, 5), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.srv.serve("/int.crl", s.int.crl(t, 4))
+	refetch(t, c)
+	c.fetches.Wait()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := ParseCRL(data)
+	if err != nil || list.Number.Int64() != 5 {
+		t.Fatalf("state file holds CRL %v (%v), want number 5 kept", list.Number, err)
+	}
+}
