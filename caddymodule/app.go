@@ -258,6 +258,7 @@ func (a *App) pkiChecker() (*pki.Checker, error) {
 // config.
 func (a *App) Start() error {
 	if a.checker != nil {
+		a.checker.Adopt(gateway.pki.Load()) // the previous config's, on a reload
 		a.checker.Start()
 		gateway.pki.Store(a.checker)
 		cfg := a.checker.Config()

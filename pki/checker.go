@@ -97,6 +97,9 @@ type Checker struct {
 	lastTick time.Time
 
 	capWarned atomic.Bool // maxCRLSources reached and logged
+	// warned is the unix nanoseconds of the last warning of an unknown
+	// status from a source not known yet.
+	warned atomic.Int64
 }
 
 // sourceState is what every source records of its fetches; the Checker's
@@ -183,6 +186,50 @@ func New(cfg Config) *Checker {
 
 // Config returns the configuration in force, defaults filled in.
 func (c *Checker) Config() Config { return c.cfg }
+
+// Adopt takes over what prev, the Checker of the config before a reload,
+// holds, so that the connections it let in are judged by what was known of
+// their sources rather than as never fetched: the distribution points'
+// sources (CRL, CAs, last fetches; not fetched again before their time)
+// and, for the configured CRLs and the denylist of the same name that c
+// does not hold (from its state directory), prev's copy (the denylist only
+// if both trust the same signer). c's configuration and state directory
+// stay its own. Call it before Start; prev may be nil.
+func (c *Checker) Adopt(prev *Checker) {
+	if prev == nil || prev == c {
+		return
+	}
+	prev.mu.RLock()
+	defer prev.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, ps := range prev.crls {
+		if prev.configured(name) == ps || c.crls[name] != nil || c.configured(name) != nil || len(c.crls) >= maxCRLSources {
+			continue
+		}
+		s := &crlSource{sourceState: sourceState{name: name, attempted: true, lastAttempt: ps.lastAttempt,
+			lastSuccess: ps.lastSuccess, lastErr: ps.lastErr}, held: ps.held, issuers: maps.Clone(ps.issuers)}
+		s.run = func() { c.fetchCRL(s) }
+		c.crls[name] = s
+	}
+	for _, s := range c.extra {
+		ps := prev.crls[s.name]
+		if ps == nil {
+			ps = prev.configured(s.name)
+		}
+		if s.held != nil || ps == nil || ps.held == nil {
+			continue
+		}
+		s.held, s.lastSuccess = ps.held, ps.lastSuccess
+		for _, issuer := range ps.issuers {
+			s.addIssuer(issuer)
+		}
+	}
+	if d, pd := c.deny, prev.deny; d != nil && pd != nil && d.held == nil && pd.held != nil && d.name == pd.name &&
+		bytes.Equal(c.cfg.Signer, prev.cfg.Signer) {
+		d.held, d.raw, d.lastSuccess = pd.held, pd.raw, pd.lastSuccess
+	}
+}
 
 // Start fetches every configured source and then keeps every source fresh,
 // until Stop.

@@ -949,3 +949,47 @@ func TestStateKeepsNewerCRL(t *testing.T) {
 		t.Fatalf("state file holds CRL %v (%v), want number 5 kept", list.Number, err)
 	}
 }
+
+// After a reload, the new Checker judges the open connections of the old
+// one's clients by what the old one held.
+func TestAdopt(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crl(t, 2, s.lost))
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	banned := s.int.issue(t, "banned", time.Now().Add(12*time.Hour))
+	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, banned)))
+	cfg := Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, MaxStale: time.Hour, FetchTimeout: 2 * time.Second}
+	prev := newChecker(t, cfg)
+	expectReason(t, "revoked leaf", prev.Check(context.Background(), s.chain(s.lost)), Revoked)
+	refetch(t, prev)
+	s.srv.fail(http.StatusServiceUnavailable)
+
+	next := New(cfg)
+	t.Cleanup(next.Stop)
+	next.Adopt(prev)
+	expectReason(t, "revoked leaf after a reload", next.Held(s.chain(s.lost)), Revoked)
+	expectReason(t, "banned leaf after a reload", next.Held(s.chain(banned)), Banned)
+	expectReason(t, "good leaf after a reload", next.Held(s.chain(s.good)), "")
+	next.mu.RLock()
+	src := next.crls[s.int.crlURL]
+	fresh := src != nil && src.attempted && src.fetching == nil && !src.lastSuccess.IsZero()
+	next.mu.RUnlock()
+	if !fresh {
+		t.Fatal("the adopted source is not marked as fetched: it would be fetched again at once")
+	}
+	next.Adopt(nil) // the first config: nothing to adopt
+}
+
+// The warning of a source not known yet is rate-limited too.
+func TestUnknownSourceWarnedOnce(t *testing.T) {
+	s := newSetup(t)
+	core, logs := observer.New(zap.WarnLevel)
+	c := New(Config{Logger: zap.New(core)})
+	t.Cleanup(c.Stop)
+	for range 3 {
+		expectReason(t, "good leaf, its CRLs not known", c.Held(s.chain(s.good)), "")
+	}
+	if n := logs.FilterMessageSnippet("status unknown").Len(); n != 1 {
+		t.Fatalf("%d warnings, want 1", n)
+	}
+}

@@ -330,17 +330,20 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 // unknown decides on a certificate whose status a source cannot establish:
 // past due since due (zero: never held). Past MaxStale it is a Stale
 // refusal; before, or without MaxStale, it passes, with a warning now and
-// then. s may be nil for a source not known yet.
+// then (once a minute per source; once a minute for all the sources not
+// known yet, s nil).
 func (c *Checker) unknown(s *sourceState, cert *x509.Certificate, due time.Time, detail string) error {
 	now := c.now()
 	if c.cfg.MaxStale > 0 && (due.IsZero() || now.After(due.Add(c.cfg.MaxStale))) {
 		return &Refusal{Reason: Stale, Cert: cert, Detail: detail}
 	}
+	warned := &c.warned // a source not known yet
 	if s != nil {
-		last := s.warned.Load()
-		if now.UnixNano()-last < int64(warnEvery) || !s.warned.CompareAndSwap(last, now.UnixNano()) {
-			return nil
-		}
+		warned = &s.warned
+	}
+	last := warned.Load()
+	if now.UnixNano()-last < int64(warnEvery) || !warned.CompareAndSwap(last, now.UnixNano()) {
+		return nil
 	}
 	c.cfg.Logger.Warn("certificate status unknown; passed (max_stale not reached or off)",
 		zap.String("subject", cert.Subject.String()), zap.String("serial", cert.SerialNumber.String()), zap.String("detail", detail))
