@@ -213,7 +213,10 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	client.Chains = r.TLS.VerifiedChains
 	if err := checkRevocation(r.Context(), client); err != nil {
 		var ref *pki.Refusal
-		errors.As(err, &ref)
+		if !errors.As(err, &ref) {
+			// Not a verdict (none is expected): refused as not verified.
+			ref = &pki.Refusal{Reason: pki.Unverified, Detail: err.Error()}
+		}
 		pkiRefusals.WithLabelValues(string(ref.Reason)).Inc()
 		if c, sup := pkiRefusalLog.Check(m.logger, zapcore.InfoLevel, string(ref.Reason), "client certificate refused"); c != nil {
 			c.Write(append(refusalFields(ref, client.Chains, nil), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)

@@ -277,14 +277,15 @@ func (c *Checker) tick() {
 	c.mu.Lock()
 	last := c.lastTick
 	c.lastTick = now
-	due := func(s *sourceState, heldDue, nextUpdate time.Time) {
+	// fetchIfDue starts the fetch of s if one is due, and notes whether
+	// what it holds (past due since heldDue; zero: none held) went past
+	// MaxStale since the last tick.
+	fetchIfDue := func(s *sourceState, heldDue, nextUpdate time.Time) {
 		if s.fetching == nil && (!s.attempted || !now.Before(s.nextAttempt(c.cfg.Refresh, nextUpdate))) {
 			c.startFetch(s)
 		}
-		if c.cfg.MaxStale > 0 && !heldDue.IsZero() {
-			if limit := heldDue.Add(c.cfg.MaxStale); last.Before(limit) && !now.Before(limit) {
-				crossed = true
-			}
+		if c.cfg.MaxStale > 0 && !heldDue.IsZero() && !c.pastMaxStale(heldDue, last) && c.pastMaxStale(heldDue, now) {
+			crossed = true
 		}
 	}
 	for _, s := range c.allCRLs() {
@@ -292,14 +293,14 @@ func (c *Checker) tick() {
 		if s.held != nil {
 			d, next = s.held.due(s.lastSuccess, c.cfg.Refresh), s.held.list.NextUpdate
 		}
-		due(&s.sourceState, d, next)
+		fetchIfDue(&s.sourceState, d, next)
 	}
 	if c.deny != nil {
 		var d time.Time
 		if c.deny.held != nil {
 			d = refreshDue(c.deny.lastSuccess, c.cfg.Refresh)
 		}
-		due(&c.deny.sourceState, d, time.Time{})
+		fetchIfDue(&c.deny.sourceState, d, time.Time{})
 	}
 	c.mu.Unlock()
 	if crossed && c.cfg.Changed != nil {
@@ -367,9 +368,7 @@ func (c *Checker) newCRLSource(name string) *crlSource {
 
 // fetchCRL fetches a CRL source once and, if the CRL is good, holds it.
 func (c *Checker) fetchCRL(s *crlSource) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
-	defer cancel()
-	data, err := c.fetch(ctx, s.name, MaxCRLSize)
+	data, err := c.fetchTimed(s.name, MaxCRLSize)
 	var list *x509.RevocationList
 	if err == nil {
 		list, err = ParseCRL(data)
@@ -393,49 +392,58 @@ func (c *Checker) fetchCRL(s *crlSource) {
 		s.held, changed = held, true
 	}
 	c.mu.Unlock()
-	if err != nil {
-		c.failed(s.name, "CRL", err)
-		return
-	}
-	if changed {
-		c.cfg.Logger.Info("CRL updated", zap.String("source", s.name), zap.String("issuer", list.Issuer.String()),
-			zap.Int("revoked", len(held.revoked)), zap.Time("next_update", list.NextUpdate))
+	c.finish(s.name, "CRL", err, changed, func() {
 		if held.trusted.Load() { // else kept once a CA is found to sign it (keepConfigured)
 			c.saveCRL(s, list.Raw)
 		}
-		if c.cfg.Changed != nil {
-			c.cfg.Changed()
-		}
-	}
+	}, func() []zap.Field {
+		return []zap.Field{zap.String("issuer", list.Issuer.String()), zap.Int("revoked", len(held.revoked)), zap.Time("next_update", list.NextUpdate)}
+	})
 }
 
 // fetchDenylist fetches the denylist once and, if it verifies, holds it.
 func (c *Checker) fetchDenylist() {
 	s := c.deny
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
-	defer cancel()
-	data, err := c.fetch(ctx, s.name, MaxDenylistSize)
+	data, err := c.fetchTimed(s.name, MaxDenylistSize)
 	var list *Denylist
 	if err == nil {
 		list, err = ParseDenylist(data, c.cfg.Signer)
 	}
+	now := c.now()
 	c.mu.Lock()
-	c.record(&s.sourceState, c.now(), err)
+	c.record(&s.sourceState, now, err)
 	changed := false
 	if err == nil && !bytes.Equal(s.raw, data) {
 		s.held, s.raw, changed = list, data, true
 	}
 	c.mu.Unlock()
+	c.finish(s.name, "denylist", err, changed, func() {
+		c.saveState(s.name, data, func() []byte { return s.raw }, nil)
+	}, func() []zap.Field { return []zap.Field{zap.Int("entries", list.Len())} })
+}
+
+// fetchTimed reads source within the fetch timeout, at most max bytes.
+func (c *Checker) fetchTimed(source string, max int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+	defer cancel()
+	return c.fetch(ctx, source, max)
+}
+
+// finish ends a fetch of what (a CRL, the denylist) from source, the lock
+// released: a failure is logged and counted; a change is logged (with
+// fields), kept in the state directory (save) and told to Changed.
+func (c *Checker) finish(source, what string, err error, changed bool, save func(), fields func() []zap.Field) {
 	if err != nil {
-		c.failed(s.name, "denylist", err)
+		c.failed(source, what, err)
 		return
 	}
-	if changed {
-		c.cfg.Logger.Info("denylist updated", zap.String("source", s.name), zap.Int("entries", list.Len()))
-		c.saveState(s.name, data, func() []byte { return s.raw }, nil)
-		if c.cfg.Changed != nil {
-			c.cfg.Changed()
-		}
+	if !changed {
+		return
+	}
+	c.cfg.Logger.Info(what+" updated", append([]zap.Field{zap.String("source", source)}, fields()...)...)
+	save()
+	if c.cfg.Changed != nil {
+		c.cfg.Changed()
 	}
 }
 

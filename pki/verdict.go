@@ -278,9 +278,9 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 			return &Refusal{Reason: Banned, Cert: cert, Detail: "on the Nuts denylist: " + e.Reason}
 		}
 		if d.held == nil {
-			note(c.unknown(&d.sourceState, cert, time.Time{}, "denylist not fetched yet"))
+			note(c.unknown(&d.sourceState, cert, now, time.Time{}, "denylist not fetched yet"))
 		} else if due := refreshDue(d.lastSuccess, c.cfg.Refresh); !now.Before(due) {
-			note(c.unknown(&d.sourceState, cert, due, "denylist past due"))
+			note(c.unknown(&d.sourceState, cert, now, due, "denylist past due"))
 		}
 	}
 	issuer := issuerOf(chain, i)
@@ -291,16 +291,16 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 		s := c.crls[p]
 		switch {
 		case s == nil:
-			note(c.unknown(nil, cert, time.Time{}, "CRL "+p+" not fetched yet"))
+			note(c.unknown(nil, cert, now, time.Time{}, "CRL "+p+" not fetched yet"))
 		case s.held == nil:
-			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+p+" not fetched yet"))
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+p+" not fetched yet"))
 		case !s.held.issuedBy(issuer):
-			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+p+" is not signed by the certificate's issuer"))
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+p+" is not signed by the certificate's issuer"))
 		case s.held.revokes(cert):
 			return &Refusal{Reason: Revoked, Cert: cert, Detail: "listed in CRL " + p}
 		default:
 			if due := s.held.due(s.lastSuccess, c.cfg.Refresh); !now.Before(due) {
-				note(c.unknown(&s.sourceState, cert, due, "CRL "+p+" past due"))
+				note(c.unknown(&s.sourceState, cert, now, due, "CRL "+p+" past due"))
 			}
 		}
 	}
@@ -309,32 +309,37 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 		case s.held == nil && (len(s.issuers) == 0 || s.knows(issuer)):
 			// Never held: it cannot say which CA it covers, unless one is
 			// remembered.
-			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+s.name+" not fetched yet"))
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+s.name+" not fetched yet"))
 			continue
 		case s.held == nil, !bytes.Equal(s.held.list.RawIssuer, issuer.RawSubject):
 			continue // another CA's
 		case !s.held.issuedBy(issuer):
-			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+s.name+" is in the name of the certificate's issuer but not signed by it"))
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+s.name+" is in the name of the certificate's issuer but not signed by it"))
 			continue
 		}
 		if s.held.revokes(cert) {
 			return &Refusal{Reason: Revoked, Cert: cert, Detail: "listed in CRL " + s.name}
 		}
 		if due := s.held.due(s.lastSuccess, c.cfg.Refresh); !now.Before(due) {
-			note(c.unknown(&s.sourceState, cert, due, "CRL "+s.name+" past due"))
+			note(c.unknown(&s.sourceState, cert, now, due, "CRL "+s.name+" past due"))
 		}
 	}
 	return unknown
 }
 
-// unknown decides on a certificate whose status a source cannot establish:
-// past due since due (zero: never held). Past MaxStale it is a Stale
+// pastMaxStale reports whether, at now, a source past due since due is
+// past MaxStale (set).
+func (c *Checker) pastMaxStale(due, now time.Time) bool {
+	return !now.Before(due.Add(c.cfg.MaxStale))
+}
+
+// unknown decides, at now, on a certificate whose status a source cannot
+// establish: past due since due (zero: never held). Past MaxStale it is a Stale
 // refusal; before, or without MaxStale, it passes, with a warning now and
 // then (once a minute per source; once a minute for all the sources not
 // known yet, s nil).
-func (c *Checker) unknown(s *sourceState, cert *x509.Certificate, due time.Time, detail string) error {
-	now := c.now()
-	if c.cfg.MaxStale > 0 && (due.IsZero() || now.After(due.Add(c.cfg.MaxStale))) {
+func (c *Checker) unknown(s *sourceState, cert *x509.Certificate, now, due time.Time, detail string) error {
+	if c.cfg.MaxStale > 0 && (due.IsZero() || c.pastMaxStale(due, now)) {
 		return &Refusal{Reason: Stale, Cert: cert, Detail: detail}
 	}
 	warned := &c.warned // a source not known yet
