@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
@@ -141,5 +144,89 @@ func TestDeployReadmeVariables(t *testing.T) {
 	}
 	if len(listed) == 0 {
 		t.Error("deploy/README.md has no variable table (rows \"| `NAME` | ...\")")
+	}
+}
+
+// TestDenyOverUnixSocketAdmin proves the admin endpoint of deploy/README.md on a unix socket, as
+// the systemd unit's RuntimeDirectory makes room for (`admin unix//run/nutsgate/admin.sock`):
+// the gateway serves its admin API there, and `nutsgate deny add|list|remove --address
+// unix//<socket>` edit and show the deny list through it.
+func TestDenyOverUnixSocketAdmin(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "admin.sock")
+	addr := "unix/" + sock
+	port := e2ebin.FreePort(t)
+	cfg := filepath.Join(dir, "Caddyfile")
+	writeFileAtomic(t, cfg, []byte(`{
+	admin `+addr+`
+	nutsgate {
+		deny_file `+filepath.Join(dir, "deny")+`
+	}
+}
+
+http://127.0.0.1:`+strconv.Itoa(port)+` {
+	respond "up"
+}
+`))
+	e2ebin.Start(t, binPath, cfg, func() bool {
+		c, err := net.DialTimeout("unix", sock, time.Second)
+		if err != nil {
+			return false
+		}
+		c.Close()
+		return true
+	})
+
+	const entry = "CN=unix-socket-denied,O=nutsgate e2e,C=NL"
+	if res := runBin(t, cliTimeout, "deny", "add", "--address", addr, entry); res.code != 0 {
+		t.Fatalf("nutsgate deny add --address %s: exit status %d\nstderr: %s", addr, res.code, res.stderr)
+	}
+	res := runBin(t, cliTimeout, "deny", "list", "--address", addr)
+	if res.code != 0 || strings.TrimSpace(res.stdout) != entry {
+		t.Fatalf("nutsgate deny list --address %s: exit status %d, stdout %q, want %q\nstderr: %s", addr, res.code, res.stdout, entry, res.stderr)
+	}
+	deny, err := os.ReadFile(filepath.Join(dir, "deny"))
+	if err != nil || !strings.Contains(string(deny), entry) {
+		t.Errorf("the deny file after deny add over the socket: %q, %v; want it to hold %q", deny, err, entry)
+	}
+	if res := runBin(t, cliTimeout, "deny", "remove", "--address", addr, entry); res.code != 0 || strings.TrimSpace(res.stdout) != "" {
+		t.Errorf("nutsgate deny remove --address %s: exit status %d, stdout %q (want no entries left)\nstderr: %s", addr, res.code, res.stdout, res.stderr)
+	}
+}
+
+// TestSystemdUnitAdminSocket proves that deploy/nutsgate.service makes the directory of the
+// admin socket that deploy/README.md documents (/run/nutsgate, RuntimeDirectory=nutsgate, not
+// readable by other users) and allows unix sockets, and that the README names the socket as the
+// Caddyfile and `nutsgate deny` take it.
+func TestSystemdUnitAdminSocket(t *testing.T) {
+	t.Parallel()
+	root, err := e2ebin.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit, err := os.ReadFile(filepath.Join(root, "deploy", "nutsgate.service"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(unit), "\n")
+	for _, want := range []string{"RuntimeDirectory=nutsgate", "RuntimeDirectoryMode=0750"} {
+		if !slices.Contains(lines, want) {
+			t.Errorf("deploy/nutsgate.service has no line %q", want)
+		}
+	}
+	if !slices.ContainsFunc(lines, func(l string) bool {
+		return strings.HasPrefix(l, "RestrictAddressFamilies=") && strings.Contains(l, "AF_UNIX")
+	}) {
+		t.Error("deploy/nutsgate.service: RestrictAddressFamilies does not allow AF_UNIX")
+	}
+	readme, err := os.ReadFile(filepath.Join(root, "deploy", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"NUTSGATE_ADMIN=unix//run/nutsgate/admin.sock", "nutsgate deny list --address unix//run/nutsgate/admin.sock"} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("deploy/README.md does not say %q", want)
+		}
 	}
 }
