@@ -239,6 +239,8 @@ type httpsRequest struct {
 	path   string
 	host   string      // Host header, if not the URL's
 	header http.Header // copied into the request as is (keys not canonicalised)
+	from   string      // the client's source IP (a loopback address); default: the kernel's choice
+	body   string
 }
 
 // do sends the request on a fresh connection.
@@ -255,12 +257,20 @@ func (r httpsRequest) do(t *testing.T) httpsResult {
 			DisableKeepAlives: true,
 			TLSClientConfig:   r.tls,
 			DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, network, dial)
+				d := &net.Dialer{}
+				if r.from != "" {
+					d.LocalAddr = &net.TCPAddr{IP: net.ParseIP(r.from)}
+				}
+				return d.DialContext(ctx, network, dial)
 			},
 		},
 		Timeout: 10 * time.Second,
 	}
-	req, err := http.NewRequest(cmp.Or(r.method, http.MethodGet), target, nil)
+	var reqBody io.Reader
+	if r.body != "" {
+		reqBody = strings.NewReader(r.body)
+	}
+	req, err := http.NewRequest(cmp.Or(r.method, http.MethodGet), target, reqBody)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -37,6 +37,8 @@ var (
 // as deploy/nutsgate.service sets them, to directories of test files.
 type shippedEnv struct {
 	tls, config, state string
+	pki                *testPKI // the CA of every certificate, and of the network trust store
+	key                *testKey // the one key of every authorized_keys
 }
 
 // newShippedEnv writes a complete set of test files: certificates of a made-up CA (the network
@@ -52,7 +54,8 @@ func newShippedEnv(t *testing.T) shippedEnv {
 	}
 	pki := newPKI(t, "e2e shipped-config CA")
 	cert := pki.issue(t, new(shippedServerTemplate))
-	keys := authorizedKeysText(newKey(t, ed25519Key, "operator"))
+	e.pki, e.key = pki, newKey(t, ed25519Key, "operator")
+	keys := authorizedKeysText(e.key)
 	for _, sub := range append([]string{""}, shippedTenants...) {
 		for _, dir := range []string{filepath.Join(e.tls, sub), filepath.Join(e.config, sub)} {
 			if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -248,15 +251,26 @@ func sites(cfg jsonObj) []site {
 	servers := asObj(asObj(asObj(cfg["apps"])["http"])["servers"])
 	for _, name := range slices.Sorted(maps.Keys(servers)) {
 		srv := asObj(servers[name])
+		// A site without a host name (http://:9180) is not wrapped in a route of its own: its
+		// routes are the server's top-level routes that match no host, in order.
+		var catchAll []any
 		for _, r := range asList(srv["routes"]) {
 			route := asObj(r)
 			var hosts []string
 			for _, m := range asList(route["match"]) {
 				hosts = append(hosts, asStrings(asObj(m)["host"])...)
 			}
+			if len(hosts) == 0 {
+				catchAll = append(catchAll, route)
+				continue
+			}
 			// The route itself matches the host; that is the site, not a condition inside it.
 			inner := jsonObj{"handle": route["handle"]}
 			out = append(out, site{server: name, listen: asStrings(srv["listen"]), hosts: hosts, route: inner})
+		}
+		if len(catchAll) > 0 {
+			inner := jsonObj{"handle": []any{jsonObj{"handler": "subroute", "routes": catchAll}}}
+			out = append(out, site{server: name, listen: asStrings(srv["listen"]), route: inner})
 		}
 	}
 	return out
@@ -437,6 +451,14 @@ func TestExampleAdaptedConfig(t *testing.T) {
 		}
 		checkProxiedOnlyAfterAuth(t, internal, keys)
 
+		// The metrics listener: on loopback by default, /metrics only.
+		metricsSites := slices.DeleteFunc(slices.Clone(all), func(s site) bool { return !s.listensOn(":9180") })
+		if len(metricsSites) != 1 || !slices.Equal(metricsSites[0].listen, []string{"127.0.0.1:9180"}) {
+			t.Errorf("want one metrics site listening on 127.0.0.1:9180 only, found %v", metricsSites)
+		} else if hs := routesMatchingPath(metricsSites[0].route, "/metrics"); len(hs) != 1 || handlerIndex(hs[0], "metrics", nil) < 0 {
+			t.Errorf("metrics site %s: want one /metrics route serving Caddy's metrics handler, found %v", metricsSites[0], hs)
+		}
+
 		// :5555: h2c to the node, over the nuts_node transport.
 		grpcSite := find("n2n.example.org", ":5555")[0]
 		hs := flatten(grpcSite.route, false)
@@ -480,14 +502,40 @@ func TestExampleAdaptedConfig(t *testing.T) {
 	})
 }
 
+// monitoringPaths are the node's monitoring endpoints, which the internal site may proxy
+// without a token to the monitoring network (a remote_ip matcher) and to nothing else.
+var monitoringPaths = []string{"/status", "/status/*", "/health", "/metrics"}
+
+// monitoringNetOnly reports whether match (a route's matcher sets) admits only monitoring paths
+// and only from a remote_ip allow-list: a single matcher set with both.
+func monitoringNetOnly(match []any) bool {
+	if len(match) != 1 {
+		return false
+	}
+	m := asObj(match[0])
+	paths := asStrings(m["path"])
+	return len(asStrings(asObj(m["remote_ip"])["ranges"])) > 0 && len(paths) > 0 &&
+		!slices.ContainsFunc(paths, func(p string) bool { return !slices.Contains(monitoringPaths, p) })
+}
+
 // checkProxiedOnlyAfterAuth asserts that on site every handler path that reaches a
-// reverse_proxy has passed token_v2 with keysFile in the same route before it.
+// reverse_proxy has passed token_v2 with keysFile in the same route before it, but for one
+// route of the node's monitoring paths restricted to a remote_ip allow-list (which must exist,
+// with the shipped default of loopback only).
 func checkProxiedOnlyAfterAuth(t *testing.T, s site, keysFile string) {
 	t.Helper()
+	monitoringRoutes := 0
 	var walk func(route jsonObj, authed bool, where any)
 	walk = func(route jsonObj, authed bool, where any) {
 		if m := asList(route["match"]); len(m) > 0 {
 			where = m
+			if monitoringNetOnly(m) {
+				monitoringRoutes++
+				if got := asStrings(asObj(asObj(m[0])["remote_ip"])["ranges"]); !slices.Equal(got, []string{"127.0.0.1/32", "::1/128"}) {
+					t.Errorf("site %s: the monitoring network is %v by default, want loopback only [127.0.0.1/32 ::1/128]", s, got)
+				}
+				authed = true // a token is not needed from there
+			}
 		}
 		for _, h := range asList(route["handle"]) {
 			obj := asObj(h)
@@ -514,6 +562,9 @@ func checkProxiedOnlyAfterAuth(t *testing.T, s site, keysFile string) {
 		}
 	}
 	walk(s.route, false, "(everything)")
+	if monitoringRoutes != 1 {
+		t.Errorf("site %s: %d routes for the monitoring network, want 1", s, monitoringRoutes)
+	}
 }
 
 // ---- the systemd unit ----

@@ -28,9 +28,16 @@ type Process struct {
 // in it (see NUTSGATE_E2E_RACE), and its output is printed if the test failed.
 func Start(t testing.TB, bin, cfgPath string, ready func() bool) *Process {
 	t.Helper()
+	return StartEnv(t, bin, cfgPath, Env(t.TempDir()), ready)
+}
+
+// StartEnv is Start with the child's whole environment given, as an operator's service manager
+// would set it (the shipped Caddyfiles read their paths and addresses from it).
+func StartEnv(t testing.TB, bin, cfgPath string, env []string, ready func() bool) *Process {
+	t.Helper()
 	p := &Process{Exited: make(chan struct{}), Logs: &SyncBuffer{}, Stdout: &SyncBuffer{}}
 	p.Cmd = exec.Command(bin, "run", "--config", cfgPath, "--adapter", "caddyfile")
-	p.Cmd.Env = Env(t.TempDir())
+	p.Cmd.Env = env
 	p.Cmd.SysProcAttr = ProcAttr()
 	p.Cmd.Stdout, p.Cmd.Stderr = p.Stdout, p.Logs
 	if err := p.Cmd.Start(); err != nil {
