@@ -403,6 +403,35 @@ func TestExampleAdaptedConfig(t *testing.T) {
 		})
 	}
 
+	// Every production layout serves the gateway's metrics on a listener of their own, on
+	// loopback by default, with Caddy's HTTP metrics on (per site): /metrics and nothing else
+	// (path_guard first is checked above).
+	for _, name := range []string{"Caddyfile.example", "deploy/multi-tenant/Caddyfile", "deploy/fleet/Caddyfile"} {
+		t.Run("metrics listener/"+name, func(t *testing.T) {
+			t.Parallel()
+			cfg := adapt(t, name)
+			if m := asObj(asObj(asObj(cfg["apps"])["http"])["metrics"]); m == nil || m["per_host"] != true {
+				t.Errorf("%s: the http app's metrics are %v, want on with per_host", name, m)
+			}
+			var found []site
+			for _, s := range sites(cfg) {
+				if s.listensOn(":9180") {
+					found = append(found, s)
+				}
+			}
+			if len(found) != 1 || !slices.Equal(found[0].listen, []string{"127.0.0.1:9180"}) {
+				t.Fatalf("%s: want one metrics site listening on 127.0.0.1:9180 only, found %v", name, found)
+			}
+			hs := flatten(found[0].route, false)
+			if names := handlerNames(hs); !slices.Equal(names, []string{"path_guard", "metrics", "static_response"}) {
+				t.Errorf("%s: metrics site handlers %v, want [path_guard metrics static_response]", name, names)
+			}
+			if routes := routesMatchingPath(found[0].route, "/metrics"); len(routes) != 1 || handlerIndex(routes[0], "metrics", nil) < 0 {
+				t.Errorf("%s: want one /metrics route serving Caddy's metrics handler, found %v", name, routes)
+			}
+		})
+	}
+
 	t.Run("Caddyfile.example layout", func(t *testing.T) {
 		t.Parallel()
 		cfg := adapt(t, "Caddyfile.example")
@@ -450,14 +479,6 @@ func TestExampleAdaptedConfig(t *testing.T) {
 			}
 		}
 		checkProxiedOnlyAfterAuth(t, internal, keys)
-
-		// The metrics listener: on loopback by default, /metrics only.
-		metricsSites := slices.DeleteFunc(slices.Clone(all), func(s site) bool { return !s.listensOn(":9180") })
-		if len(metricsSites) != 1 || !slices.Equal(metricsSites[0].listen, []string{"127.0.0.1:9180"}) {
-			t.Errorf("want one metrics site listening on 127.0.0.1:9180 only, found %v", metricsSites)
-		} else if hs := routesMatchingPath(metricsSites[0].route, "/metrics"); len(hs) != 1 || handlerIndex(hs[0], "metrics", nil) < 0 {
-			t.Errorf("metrics site %s: want one /metrics route serving Caddy's metrics handler, found %v", metricsSites[0], hs)
-		}
 
 		// :5555: h2c to the node, over the nuts_node transport.
 		grpcSite := find("n2n.example.org", ":5555")[0]
