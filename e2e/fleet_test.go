@@ -1,0 +1,503 @@
+package e2e
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
+	"github.com/nutsgate/nutsgate/internal/testnode"
+)
+
+// fleetPasswordEnv names the environment variable that carries the Redis ACL user's password to
+// the TLS fleet's replicas through the {env.NAME} placeholder. It is set for the whole test
+// binary, so every gateway started inherits it (t.Setenv cannot be used in parallel tests).
+const (
+	fleetPasswordEnv = "NUTSGATE_E2E_REDIS_PASSWORD"
+	fleetUser        = "alice"
+	fleetPassword    = "fleet-secret-7f3a"
+)
+
+func init() { os.Setenv(fleetPasswordEnv, fleetPassword) }
+
+// TestFleetConfig proves the redis block's configuration errors: `client_rate_limit {
+// distributed }` without a redis block (with and without a nutsgate block at all), and a redis
+// address of an unknown scheme, make `nutsgate validate` exit non-zero with a line naming the
+// problem; a good redis block validates even when no Redis listens at its address.
+func TestFleetConfig(t *testing.T) {
+	t.Parallel()
+	site := `
+http://127.0.0.1:%d {
+	client_rate_limit {
+		rate 10/1s
+		distributed
+	}
+	respond 200
+}
+`
+	cases := []struct {
+		name   string
+		global string
+		words  []string // a line of the output names all; nil: validate must pass
+	}{
+		{"distributed, no nutsgate block", "", []string{"distributed", "redis"}},
+		{"distributed, nutsgate block without redis", "nutsgate {\n\t\tdeny_file {{DIR}}/deny.txt\n\t}", []string{"distributed", "redis"}},
+		{"redis address of an unknown scheme", "nutsgate {\n\t\tredis {\n\t\t\taddress http://127.0.0.1:1\n\t\t}\n\t}", []string{"address"}},
+		{"good redis block, nothing listening", "nutsgate {\n\t\tdeny_file {{DIR}}/deny.txt\n\t\tredis {\n\t\t\taddress redis://127.0.0.1:{{PORT}}/0\n\t\t\tprefix tenant-a\n\t\t\ttimeout 50ms\n\t\t}\n\t}", nil},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			global := strings.NewReplacer("{{DIR}}", dir, "{{PORT}}", strconv.Itoa(e2ebin.FreePort(t))).Replace(tc.global)
+			cfg := "{\n\tadmin off\n\t" + global + "\n}\n" + fmt.Sprintf(site, e2ebin.FreePort(t))
+			path := filepath.Join(dir, "Caddyfile")
+			writeFileAtomic(t, path, []byte(cfg))
+			res := runBin(t, cliTimeout, "validate", "--config", path, "--adapter", "caddyfile")
+			if tc.words == nil {
+				if res.code != 0 {
+					t.Errorf("validate: exit status %d, want 0\n%s\n%s", res.code, cfg, res.stderr)
+				}
+				return
+			}
+			if res.code == 0 {
+				t.Fatalf("validate: exit status 0, want non-zero\n%s", cfg)
+			}
+			if !anyLineHasAll(res.stdout+res.stderr, tc.words...) {
+				t.Errorf("validate output has no line naming %q:\n%s%s", tc.words, res.stdout, res.stderr)
+			}
+		})
+	}
+}
+
+// anyLineHasAll reports whether a line of text holds every word, ignoring case.
+func anyLineHasAll(text string, words ...string) bool {
+	for _, l := range strings.Split(strings.ToLower(text), "\n") {
+		ok := true
+		for _, w := range words {
+			ok = ok && strings.Contains(l, strings.ToLower(w))
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// TestFleetDenyShared proves the shared deny list on three replicas over redis://: a deny made
+// through replica A's admin API is in force on A, B and C within the contract's second (403 on
+// /n2n, PERMISSION_DENIED on gRPC, neither reaching the node), ends the client's gRPC stream held
+// open through C, and lands in every replica's deny_file; another client is unaffected, and a
+// gateway of another prefix on the same Redis (another fleet) does not take it. Removal through
+// C lifts it everywhere as fast; `nutsgate deny add|remove --address` on one replica works the
+// same way. A replica that was down while an entry was removed does not bring it back when it
+// starts again from its stale deny_file.
+func TestFleetDenyShared(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t, redisOptions{})
+	f := newFleet(t, redis)
+	rs := f.startN(t, "A", "B", "C")
+	a, b, c := rs[0], rs[1], rs[2]
+	tenant := f.start(t, "other-prefix", replicaOptions{redis: "address " + redis.address() + "\nprefix other-tenant"})
+
+	denied, bystander := f.pki.client(t, "fleet-denied"), f.pki.client(t, "fleet-bystander")
+	expectAccessAll(t, "before any deny", http.StatusOK, append(rs, tenant), denied, bystander)
+
+	// a stream of the client held open through C
+	cl := c.grpcAs(t, denied)
+	stream, err := cl.FullDuplexCall(cl.ctx(t, 15*time.Second))
+	if err != nil {
+		t.Fatalf("FullDuplexCall through C: %v", err)
+	}
+	if err := exchange(stream, 10); err != nil {
+		t.Fatalf("first exchange through C: %v", err)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := stream.Recv(); err != nil {
+				ended <- err
+				return
+			}
+		}
+	}()
+
+	entry := denied.subject()
+	a.changeDeny(t, http.MethodPost, entry)
+	deniedAt := time.Now()
+	select {
+	case err := <-ended:
+		t.Logf("the stream through C ended %s after the deny on A: %v", time.Since(deniedAt).Round(time.Millisecond), err)
+	case <-time.After(fleetWithin):
+		t.Errorf("the denied client's stream through replica C is still open %s after the deny on replica A", fleetWithin)
+	}
+	took := awaitAccess(t, "denied through A's admin API", fleetWithin, http.StatusForbidden, denied, a, b, c)
+	t.Logf("403 on every replica after the deny on A: %v", took)
+	expectGRPCDenied(t, "denied through A", denied, a, b, c)
+	expectAccessAll(t, "another client", http.StatusOK, rs, bystander)
+	tenant.expectAccess(t, "the gateway of another prefix", http.StatusOK, denied)
+	awaitDenyFiles(t, "denied through A", fleetWithin, entry, true, a, b, c)
+	expectListed(t, "denied through A", entry, true, a, b, c)
+	expectListed(t, "the gateway of another prefix", entry, false, tenant)
+
+	c.changeDeny(t, http.MethodDelete, entry)
+	took = awaitAccess(t, "removed through C's admin API", fleetWithin, http.StatusOK, denied, a, b, c)
+	t.Logf("200 on every replica after the removal on C: %v", took)
+	awaitDenyFiles(t, "removed through C", fleetWithin, entry, false, a, b, c)
+	expectListed(t, "removed through C", entry, false, a, b, c)
+
+	// the deny subcommand, pointed at one replica
+	cliDenied := f.pki.client(t, "fleet-cli")
+	deny := func(r *replica, args ...string) {
+		t.Helper()
+		res := runBin(t, cliTimeout, append(append([]string{"deny"}, args...), "--address", r.addr(r.Admin))...)
+		if res.code != 0 {
+			t.Fatalf("nutsgate deny %s --address <replica %s>: exit status %d, stderr %q", strings.Join(args, " "), r.name, res.code, res.stderr)
+		}
+	}
+	deny(b, "add", cliDenied.subject())
+	awaitAccess(t, "nutsgate deny add on B", fleetWithin, http.StatusForbidden, cliDenied, a, b, c)
+	deny(a, "remove", cliDenied.subject())
+	awaitAccess(t, "nutsgate deny remove on A", fleetWithin, http.StatusOK, cliDenied, a, b, c)
+
+	// a replica down during a removal does not resurrect the entry
+	missed := f.pki.client(t, "fleet-missed")
+	a.changeDeny(t, http.MethodPost, missed.subject())
+	awaitAccess(t, "denied before C stops", fleetWithin, http.StatusForbidden, missed, a, b, c)
+	awaitDenyFiles(t, "denied before C stops", fleetWithin, missed.subject(), true, c)
+	c.Stop(t)
+	b.changeDeny(t, http.MethodDelete, missed.subject())
+	awaitAccess(t, "removed while C is down", fleetWithin, http.StatusOK, missed, a, b)
+	c.start(t)
+	took = awaitAccess(t, "C started again with the removed entry in its deny_file", resyncWithin, http.StatusOK, missed, c)
+	t.Logf("C dropped the entry removed while it was down %v after its start", took)
+	time.Sleep(fleetWithin) // time for a resurrection to show
+	expectAccessAll(t, "after C rejoined", http.StatusOK, rs, missed)
+	expectListed(t, "after C rejoined", missed.subject(), false, a, b, c)
+}
+
+// TestFleetRateLimitDistributed proves `client_rate_limit { distributed }` is one bucket per
+// client across three replicas: one client (one certificate, a connection to each replica)
+// sending round-robin for fleetRLTime gets burst + rate*elapsed requests through in total (+-2),
+// not three times that; every other request gets 429 with Retry-After 1 (one token takes 100
+// ms) and never reaches the node; another client is unaffected on every replica.
+func TestFleetRateLimitDistributed(t *testing.T) {
+	t.Parallel()
+	const (
+		rate        = 10 // per second
+		burst       = 10
+		fleetRLTime = 2 * time.Second
+		pace        = 10 * time.Millisecond // between requests
+	)
+	redis := startRedis(t, redisOptions{})
+	f := newFleet(t, redis)
+	f.n2nRate, f.burst = strconv.Itoa(rate)+"/1s", burst
+	rs := f.startN(t, "A", "B", "C")
+	limited, other := f.pki.client(t, "fleet-limited"), f.pki.client(t, "fleet-unlimited")
+	var clients []*http.Client
+	for _, r := range rs {
+		clients = append(clients, r.n2nClient(t, limited))
+	}
+
+	prefix := n2nPath("fleet-rl") + "/"
+	var allowed, refused int
+	var refusedPaths []string
+	perReplica := map[string]int{}
+	var first, last time.Time
+	for i := 0; ; i++ {
+		now := time.Now()
+		if i == 0 {
+			first = now
+		} else if now.Sub(first) >= fleetRLTime {
+			break
+		}
+		last = now
+		r := rs[i%len(rs)]
+		path := prefix + strconv.Itoa(i)
+		res := r.n2nGet(clients[i%len(rs)], path)
+		switch res.statusOr() {
+		case http.StatusOK:
+			allowed++
+			perReplica[r.name]++
+		case http.StatusTooManyRequests:
+			refused++
+			refusedPaths = append(refusedPaths, path)
+			if ra := res.header.Values("Retry-After"); len(ra) != 1 || ra[0] != "1" {
+				t.Errorf("request %d (replica %s): 429 with Retry-After %q, want exactly 1 (whole seconds, rounded up)", i, r.name, ra)
+			}
+		default:
+			t.Fatalf("request %d (replica %s): got %s, want 200 or 429", i, r.name, res)
+		}
+		time.Sleep(pace)
+	}
+	elapsed := last.Sub(first)
+	theory := burst + rate*elapsed.Seconds()
+	t.Logf("%d requests in %s round-robin over 3 replicas: %d allowed (A %d, B %d, C %d), %d refused; theory burst+rate*T = %.1f (per-replica buckets would allow ~%.0f)",
+		allowed+refused, elapsed.Round(time.Millisecond), allowed, perReplica["A"], perReplica["B"], perReplica["C"], refused, theory, 3*theory)
+	if d := float64(allowed) - theory; d < -2 || d > 2 {
+		t.Errorf("allowed %d requests across the fleet, want %.1f +-2 (burst %d + %d/s over %s)", allowed, theory, burst, rate, elapsed)
+	}
+	if got := f.node.Requests(); countUnder(got, prefix) != allowed {
+		t.Errorf("the node received %d requests under %s, want the %d allowed", countUnder(got, prefix), prefix, allowed)
+	}
+	for _, p := range refusedPaths {
+		if f.node.SawPath(p) {
+			t.Errorf("the node received %s, which was refused with 429", p)
+		}
+	}
+	expectAccessAll(t, "another client right after", http.StatusOK, rs, other)
+}
+
+// countUnder counts the requests whose path starts with prefix.
+func countUnder(reqs []testnode.Request, prefix string) int {
+	n := 0
+	for _, r := range reqs {
+		if strings.HasPrefix(r.Path, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+// TestFleetRedisHang proves what happens while Redis hangs (SIGSTOP) under two replicas, and
+// after it resumes (SIGCONT), without restarting a gateway: allowed requests keep being answered
+// with a p99 latency under the normal one + 150 ms (the timeout is 25 ms by default); a client
+// denied before the hang stays denied; deny-list edits (POST on A, DELETE on B) get 503 naming
+// Redis within ~2 s; distributed limits fall back to local buckets (a fresh client gets exactly
+// the strict route's burst on A, then 429, and nutsgate_rate_limit_fallback_total grows);
+// nutsgate_redis_up goes 0 and nutsgate_redis_errors_total grows. Within 10 s of SIGCONT an edit
+// works again and propagates, nutsgate_redis_up is 1 again, and the edits answered 503 never
+// take effect (checked on every replica and deny_file a while later).
+func TestFleetRedisHang(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t, redisOptions{})
+	f := newFleet(t, redis)
+	rs := f.startN(t, "A", "B")
+	a, b := rs[0], rs[1]
+	denied, probe := f.pki.client(t, "hang-denied"), f.pki.client(t, "hang-probe")
+	edited, later, strict := f.pki.client(t, "hang-edited"), f.pki.client(t, "hang-later"), f.pki.client(t, "hang-strict")
+
+	a.changeDeny(t, http.MethodPost, denied.subject())
+	awaitAccess(t, "denied before the hang", fleetWithin, http.StatusForbidden, denied, a, b)
+	a.awaitRedisUp(t, 1, 5*time.Second)
+	b.awaitRedisUp(t, 1, 5*time.Second)
+
+	client := a.n2nClient(t, probe)
+	measure := func(what string, n int) []time.Duration {
+		var ds []time.Duration
+		for range n {
+			path := n2nPath("hang-" + what)
+			start := time.Now()
+			res := a.n2nGet(client, path)
+			ds = append(ds, time.Since(start))
+			if res.statusOr() != http.StatusOK {
+				t.Errorf("%s: %s got %s, want 200", what, path, res)
+			} else if !f.node.SawPath(path) {
+				t.Errorf("%s: %s answered 200 but the node never saw it", what, path)
+			}
+		}
+		return ds
+	}
+	measure("warm-up", 20)
+	normal := measure("normal", 100)
+	errsBefore, _ := a.metricSum(t, metricRedisErrs)
+	fallbackBefore, _ := a.metricSum(t, metricFallback)
+
+	redis.hang(t)
+	hungAt := time.Now()
+	hung := measure("hung", 100)
+	pNormal, pHung := p99(normal), p99(hung)
+	t.Logf("p99 of /n2n on replica A: %s with Redis up, %s with Redis hung (max %s vs %s)",
+		pNormal, pHung, slicesMax(normal), slicesMax(hung))
+	if pHung > pNormal+150*time.Millisecond {
+		t.Errorf("p99 latency while Redis hangs is %s, want under the normal %s + 150 ms (requests wait at most the 25 ms timeout)", pHung, pNormal)
+	}
+
+	expectAccessAll(t, "denied before the hang, during it", http.StatusForbidden, rs, denied)
+	for i := range fleetStrictBurst {
+		path := n2nPath("strict")
+		expectStatus(t, fmt.Sprintf("strict route during the hang, request %d of the burst", i+1), a.get(t, strict, path, nil), http.StatusOK)
+	}
+	path := n2nPath("strict")
+	expectStatus(t, "strict route during the hang, over the local bucket", a.get(t, strict, path, nil), http.StatusTooManyRequests)
+	a.expectNodeSawNothing(t, path)
+
+	tookPost := expectUnavailable(t, "Redis hung", a, http.MethodPost, edited.subject())
+	tookDelete := expectUnavailable(t, "Redis hung", b, http.MethodDelete, denied.subject())
+	t.Logf("deny edits during the hang answered 503 in %s (POST on A) and %s (DELETE on B)", tookPost.Round(time.Millisecond), tookDelete.Round(time.Millisecond))
+	expectAccessAll(t, "after the refused POST", http.StatusOK, rs, edited)
+	expectAccessAll(t, "after the refused DELETE", http.StatusForbidden, rs, denied)
+
+	a.awaitRedisUp(t, 0, 5*time.Second)
+	b.awaitRedisUp(t, 0, 5*time.Second)
+	if errs := a.metric(t, metricRedisErrs); errs <= errsBefore {
+		t.Errorf("replica A: %s is %v during the hang, was %v before: want it to grow", metricRedisErrs, errs, errsBefore)
+	}
+	if fb := a.metric(t, metricFallback); fb <= fallbackBefore {
+		t.Errorf("replica A: %s is %v during the hang, was %v before: want it to grow", metricFallback, fb, fallbackBefore)
+	}
+	t.Logf("Redis hung for %s", time.Since(hungAt).Round(time.Millisecond))
+
+	redis.resume(t)
+	resumedAt := time.Now()
+	var lastStatus int
+	var lastBody string
+	for {
+		lastStatus, lastBody = b.adminDeny(t, http.MethodPost, denyBody(later.subject()))
+		if lastStatus == http.StatusOK {
+			break
+		}
+		if time.Since(resumedAt) > resyncWithin {
+			t.Fatalf("no deny edit works within %s of Redis resuming: last answer %d %q", resyncWithin, lastStatus, lastBody)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("a deny edit on B worked %s after SIGCONT", time.Since(resumedAt).Round(time.Millisecond))
+	awaitAccess(t, "denied on B after the resume", fleetWithin, http.StatusForbidden, later, a, b)
+	a.awaitRedisUp(t, 1, resyncWithin)
+	b.awaitRedisUp(t, 1, resyncWithin)
+
+	time.Sleep(2 * time.Second) // time for an edit answered 503 to show, if it was queued
+	expectListed(t, "the POST answered 503, after the resume", edited.subject(), false, a, b)
+	expectListed(t, "the DELETE answered 503, after the resume", denied.subject(), true, a, b)
+	expectAccessAll(t, "the POST answered 503, after the resume", http.StatusOK, rs, edited)
+	expectAccessAll(t, "the DELETE answered 503, after the resume", http.StatusForbidden, rs, denied)
+}
+
+func slicesMax(ds []time.Duration) time.Duration {
+	m := time.Duration(0)
+	for _, d := range ds {
+		m = max(m, d)
+	}
+	return m
+}
+
+// TestFleetRedisRestartEmpty proves a Redis killed (-9) and started again empty on the same port
+// gets the list back from the replicas, without the entry removed before: X and Y are denied
+// on three replicas, C is stopped, Y is removed, Redis is killed (nutsgate_redis_up goes 0), C
+// is started again while Redis is down (it starts, enforcing its deny_file, which still holds
+// Y), and Redis comes back empty. Within 10 s a new replica D with an empty deny_file refuses X
+// and every replica (C included) allows Y, and a while later Y is still allowed and listed
+// nowhere; new edits propagate again (deny on C reaches A, B and D; a removal on D reaches A, B
+// and C).
+func TestFleetRedisRestartEmpty(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t, redisOptions{})
+	f := newFleet(t, redis)
+	rs := f.startN(t, "A", "B", "C")
+	a, b, c := rs[0], rs[1], rs[2]
+	x, y, z := f.pki.client(t, "restart-x"), f.pki.client(t, "restart-y"), f.pki.client(t, "restart-z")
+
+	a.changeDeny(t, http.MethodPost, x.subject())
+	b.changeDeny(t, http.MethodPost, y.subject())
+	awaitAccess(t, "X denied", fleetWithin, http.StatusForbidden, x, a, b, c)
+	awaitAccess(t, "Y denied", fleetWithin, http.StatusForbidden, y, a, b, c)
+	awaitDenyFiles(t, "Y denied", fleetWithin, y.subject(), true, c)
+
+	c.Stop(t)
+	a.changeDeny(t, http.MethodDelete, y.subject())
+	awaitAccess(t, "Y removed while C is down", fleetWithin, http.StatusOK, y, a, b)
+
+	redis.kill(t)
+	a.awaitRedisUp(t, 0, 5*time.Second)
+	c.start(t) // Redis down: C starts from its deny_file
+	c.expectAccess(t, "C started while Redis is down, X from its deny_file", http.StatusForbidden, x)
+	expectAccessAll(t, "Redis down", http.StatusForbidden, []*replica{a, b}, x)
+
+	redis.start(t) // empty, on the same port
+	restartedAt := time.Now()
+	d := f.start(t, "D", replicaOptions{})
+	took := awaitAccess(t, "new replica D after Redis restarted empty", resyncWithin, http.StatusForbidden, x, d)
+	t.Logf("D (started %s after Redis came back empty) refused X %s after its start", time.Since(restartedAt).Round(time.Millisecond), took["D"])
+	all := []*replica{a, b, c, d}
+	awaitAccess(t, "Y after Redis restarted empty", resyncWithin, http.StatusOK, y, all...)
+	for _, r := range all {
+		r.awaitRedisUp(t, 1, resyncWithin)
+	}
+	time.Sleep(2 * time.Second) // time for a resurrection to show
+	expectAccessAll(t, "Y, a while after Redis came back", http.StatusOK, all, y)
+	expectListed(t, "Y, a while after Redis came back", y.subject(), false, all...)
+	expectAccessAll(t, "X, a while after Redis came back", http.StatusForbidden, all, x)
+	if out := redis.cli(t, "--scan"); strings.TrimSpace(out) == "" {
+		t.Errorf("Redis holds no key at all after the replicas resynchronised")
+	}
+
+	c.changeDeny(t, http.MethodPost, z.subject())
+	awaitAccess(t, "Z denied on C after the Redis restart", fleetWithin, http.StatusForbidden, z, a, b, d)
+	d.changeDeny(t, http.MethodDelete, x.subject())
+	awaitAccess(t, "X removed on D after the Redis restart", fleetWithin, http.StatusOK, x, a, b, c)
+}
+
+// TestFleetStartWithoutRedis proves a replica started while its Redis (a unix socket,
+// unix:///path) is unreachable: it starts and listens, enforces its deny_file, logs an error
+// mentioning redis, reports nutsgate_redis_up 0 and answers an edit with 503. Once Redis appears
+// it joins on its own: its list reaches Redis (a replica B started then refuses its client) and
+// an edit made on B reaches it within 10 s.
+func TestFleetStartWithoutRedis(t *testing.T) {
+	t.Parallel()
+	redis := newRedis(t, redisOptions{unixSocket: true})
+	f := newFleet(t, redis)
+	fromFile, other, later := f.pki.client(t, "nored-file"), f.pki.client(t, "nored-other"), f.pki.client(t, "nored-later")
+
+	a := f.start(t, "A", replicaOptions{denyFile: []string{fromFile.subject()}})
+	a.expectAccess(t, "Redis unreachable, from the deny_file", http.StatusForbidden, fromFile)
+	a.expectAccess(t, "Redis unreachable, another client", http.StatusOK, other)
+	expectGRPCDenied(t, "Redis unreachable, from the deny_file", fromFile, a)
+	eventually(t, 5*time.Second, "replica A logged no error mentioning redis", func() bool { return loggedError(a.process, "redis") })
+	a.awaitRedisUp(t, 0, 5*time.Second)
+	expectUnavailable(t, "Redis unreachable", a, http.MethodPost, later.subject())
+
+	redis.start(t)
+	appearedAt := time.Now()
+	b := f.start(t, "B", replicaOptions{})
+	awaitAccess(t, "A's deny_file entry, on B after Redis appeared", resyncWithin, http.StatusForbidden, fromFile, b)
+	b.changeDeny(t, http.MethodPost, later.subject())
+	took := awaitAccess(t, "an edit on B after Redis appeared, on A", resyncWithin, http.StatusForbidden, later, a)
+	t.Logf("A took the edit on B %s after it was made (%s after Redis appeared)", took["A"], time.Since(appearedAt).Round(time.Millisecond))
+	a.awaitRedisUp(t, 1, resyncWithin)
+	a.changeDeny(t, http.MethodDelete, fromFile.subject())
+	awaitAccess(t, "a removal on A once joined", fleetWithin, http.StatusOK, fromFile, a, b)
+}
+
+// TestFleetRedisTLSAndACL proves the fleet over rediss:// with the test CA as `ca`, as an ACL
+// user (the default user is off) whose password comes from an {env.NAME} placeholder: a deny on
+// A reaches B. A replica with a wrong password still starts, logs the authentication error, and
+// answers edits with 503 naming Redis.
+func TestFleetRedisTLSAndACL(t *testing.T) {
+	t.Parallel()
+	pki := newPKI(t, "e2e redis CA")
+	redis := startRedis(t, redisOptions{tls: pki, args: []string{
+		"--user", fleetUser, "on", ">" + fleetPassword, "~*", "&*", "+@all",
+		"--user", "default", "off",
+	}})
+	f := newFleet(t, redis)
+	block := func(password string) string {
+		return strings.Join([]string{
+			"address " + redis.address(),
+			"username " + fleetUser,
+			"password " + password,
+			"ca " + redis.tls.caFile,
+		}, "\n")
+	}
+	a := f.start(t, "A", replicaOptions{redis: block("{env." + fleetPasswordEnv + "}")})
+	b := f.start(t, "B", replicaOptions{redis: block("{env." + fleetPasswordEnv + "}")})
+	wrong := f.start(t, "wrong-password", replicaOptions{redis: block("not-" + fleetPassword)})
+
+	c := f.pki.client(t, "tls-denied")
+	a.changeDeny(t, http.MethodPost, c.subject())
+	awaitAccess(t, "denied on A over rediss://", fleetWithin, http.StatusForbidden, c, a, b)
+	expectGRPCDenied(t, "denied on A over rediss://", c, b)
+	a.awaitRedisUp(t, 1, 5*time.Second)
+
+	eventually(t, 5*time.Second, "the replica with a wrong password logged no authentication error", func() bool {
+		return loggedError(wrong.process, "WRONGPASS") || loggedError(wrong.process, "redis", "auth")
+	})
+	wrong.awaitRedisUp(t, 0, 5*time.Second)
+	expectUnavailable(t, "wrong password", wrong, http.MethodPost, f.pki.client(t, "tls-wrong").subject())
+	wrong.expectAccess(t, "wrong password, a client not denied", http.StatusOK, f.pki.client(t, "tls-other"))
+}
