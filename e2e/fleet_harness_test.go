@@ -401,7 +401,9 @@ func p99(ds []time.Duration) time.Duration {
 
 // redisServer is a redis-server started by a test, with no persistence: a restart loses all.
 type redisServer struct {
-	args []string // the command line after the binary
+	bin   string   // redis-server or redis-sentinel
+	ready string   // what its log says once it serves, lower case
+	args  []string // the command line after the binary
 	port int      // TCP or TLS port; 0 with a unix socket
 	sock string   // the unix socket, if any
 	tls  *redisTLS
@@ -425,13 +427,14 @@ type redisOptions struct {
 	args       []string // more redis-server arguments (e.g. ACL users)
 }
 
-// redisBinary finds redis-server, failing the test with a clear message if it is not installed:
-// the fleet tests run against a real Redis and are never skipped.
-func redisBinary(t *testing.T) string {
+// redisBinary finds name (redis-server, redis-sentinel, redis-cli), failing the test with a
+// clear message if it is not installed: the fleet tests run against a real Redis and are never
+// skipped.
+func redisBinary(t *testing.T, name string) string {
 	t.Helper()
-	bin, err := exec.LookPath("redis-server")
+	bin, err := exec.LookPath(name)
 	if err != nil {
-		t.Fatalf("redis-server is not installed (the fleet tests run a real Redis 7; apt-get install redis-server): %v", err)
+		t.Fatalf("%s is not installed (the fleet tests run a real Redis 7; apt-get install redis-server redis-sentinel redis-tools): %v", name, err)
 	}
 	return bin
 }
@@ -439,8 +442,8 @@ func redisBinary(t *testing.T) string {
 // newRedis prepares a Redis on a free loopback port (or a unix socket) without starting it.
 func newRedis(t *testing.T, o redisOptions) *redisServer {
 	t.Helper()
-	redisBinary(t)
-	r := &redisServer{dir: t.TempDir()}
+	redisBinary(t, "redis-server")
+	r := &redisServer{bin: "redis-server", ready: "ready to accept connections", dir: t.TempDir()}
 	r.args = []string{"--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "no", "--dir", r.dir}
 	switch {
 	case o.unixSocket:
@@ -465,12 +468,42 @@ func newRedis(t *testing.T, o redisOptions) *redisServer {
 		r.args = append(r.args, "--port", strconv.Itoa(r.port))
 	}
 	r.args = append(r.args, o.args...)
+	r.cleanup(t)
+	return r
+}
+
+// cleanup kills the server when the test ends, and prints its log if the test failed.
+func (r *redisServer) cleanup(t *testing.T) {
 	t.Cleanup(func() {
 		r.kill(t)
 		if t.Failed() {
-			t.Logf("redis-server (%s) log:\n%s", r.address(), r.logText())
+			t.Logf("%s (%s) log:\n%s", r.bin, r.address(), r.logText())
 		}
 	})
+}
+
+// sentinelDownAfter is how long the test's Sentinel waits before it fails a silent master over.
+const sentinelDownAfter = time.Second
+
+// startSentinel starts a redis-sentinel on a free port that monitors master as master name
+// "mymaster" with a quorum of 1, and returns once it is ready and has found the master's
+// replica.
+func startSentinel(t *testing.T, master *redisServer) *redisServer {
+	t.Helper()
+	r := &redisServer{bin: "redis-sentinel", ready: "+slave slave", dir: t.TempDir(), port: e2ebin.FreePort(t)}
+	conf := filepath.Join(r.dir, "sentinel.conf")
+	writeFileAtomic(t, conf, []byte(strings.Join([]string{
+		"port " + strconv.Itoa(r.port),
+		"bind 127.0.0.1",
+		"dir " + r.dir,
+		"sentinel monitor mymaster 127.0.0.1 " + strconv.Itoa(master.port) + " 1",
+		"sentinel down-after-milliseconds mymaster " + strconv.Itoa(int(sentinelDownAfter.Milliseconds())),
+		"sentinel failover-timeout mymaster 5000",
+		"",
+	}, "\n")))
+	r.args = []string{conf}
+	r.cleanup(t)
+	r.start(t)
 	return r
 }
 
@@ -506,20 +539,19 @@ func (r *redisServer) logText() string {
 // start runs redis-server and returns once it accepts connections.
 func (r *redisServer) start(t *testing.T) {
 	t.Helper()
-	r.mu.Lock()
-	cmd := exec.Command(redisBinary(t), r.args...)
+	cmd := exec.Command(redisBinary(t, r.bin), r.args...)
 	cmd.SysProcAttr = e2ebin.ProcAttr()
 	logs := &e2ebin.SyncBuffer{}
 	cmd.Stdout, cmd.Stderr = logs, logs
 	if err := cmd.Start(); err != nil {
-		r.mu.Unlock()
-		t.Fatalf("start redis-server: %v", err)
+		t.Fatalf("start %s: %v", r.bin, err)
 	}
 	exited := make(chan struct{})
 	go func() {
 		_ = cmd.Wait()
 		close(exited)
 	}()
+	r.mu.Lock()
 	r.cmd, r.exited, r.logs = cmd, exited, logs
 	r.mu.Unlock()
 
@@ -527,14 +559,14 @@ func (r *redisServer) start(t *testing.T) {
 	for {
 		select {
 		case <-exited:
-			t.Fatalf("redis-server exited during start-up: %v\n%s", cmd.ProcessState, logs)
+			t.Fatalf("%s exited during start-up: %v\n%s", r.bin, cmd.ProcessState, logs)
 		default:
 		}
-		if r.accepts() && strings.Contains(strings.ToLower(logs.String()), "ready to accept connections") {
+		if r.accepts() && strings.Contains(strings.ToLower(logs.String()), r.ready) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("redis-server (%s) not ready within 10 s\n%s", r.address(), logs)
+			t.Fatalf("%s (%s) not ready within 10 s\n%s", r.bin, r.address(), logs)
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -558,12 +590,13 @@ func (r *redisServer) accepts() bool {
 func (r *redisServer) signal(t *testing.T, sig syscall.Signal) {
 	t.Helper()
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.cmd == nil {
-		t.Fatal("test bug: signal to a redis-server that was never started")
+	cmd := r.cmd
+	r.mu.Unlock()
+	if cmd == nil {
+		t.Fatalf("test bug: %v to a %s that was never started", sig, r.bin)
 	}
-	if err := r.cmd.Process.Signal(sig); err != nil {
-		t.Fatalf("redis-server: %v: %v", sig, err)
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatalf("%s: %v: %v", r.bin, sig, err)
 	}
 }
 
@@ -588,7 +621,7 @@ func (r *redisServer) kill(t testing.TB) {
 	select {
 	case <-exited:
 	case <-time.After(10 * time.Second):
-		t.Errorf("redis-server pid %d did not exit after SIGKILL", cmd.Process.Pid)
+		t.Errorf("%s pid %d did not exit after SIGKILL", r.bin, cmd.Process.Pid)
 	}
 	if r.sock != "" {
 		os.Remove(r.sock)
@@ -619,7 +652,7 @@ func (r *redisServer) cli(t *testing.T, args ...string) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "redis-cli", append(base, args...)...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, redisBinary(t, "redis-cli"), append(base, args...)...).CombinedOutput()
 	if err != nil {
 		var exitErr *exec.ExitError
 		if !errors.As(err, &exitErr) {

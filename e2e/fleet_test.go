@@ -501,3 +501,49 @@ func TestFleetRedisTLSAndACL(t *testing.T) {
 	expectUnavailable(t, "wrong password", wrong, http.MethodPost, f.pki.client(t, "tls-wrong").subject())
 	wrong.expectAccess(t, "wrong password, a client not denied", http.StatusOK, f.pki.client(t, "tls-other"))
 }
+
+// TestFleetSentinelFailover proves the fleet through Redis Sentinel (sentinel_master,
+// sentinel_nodes, no address): a master, its replica and one Sentinel (quorum 1, the master
+// failed over after a second of silence). A deny on A reaches B; the master is killed; once the
+// Sentinel has promoted the replica, an edit on B works again within 10 s without restarting a
+// gateway and reaches A, and the deny made before the failover still holds on both.
+func TestFleetSentinelFailover(t *testing.T) {
+	t.Parallel()
+	master := startRedis(t, redisOptions{args: []string{"--repl-diskless-sync-delay", "0"}})
+	repl := startRedis(t, redisOptions{args: []string{"--replicaof", "127.0.0.1", strconv.Itoa(master.port)}})
+	eventually(t, 10*time.Second, "the replica did not come in sync with the master", func() bool {
+		return strings.Contains(master.cli(t, "info", "replication"), "state=online")
+	})
+	sentinel := startSentinel(t, master)
+	f := newFleet(t, master)
+	block := "sentinel_master mymaster\nsentinel_nodes 127.0.0.1:" + strconv.Itoa(sentinel.port)
+	a := f.start(t, "A", replicaOptions{redis: block})
+	b := f.start(t, "B", replicaOptions{redis: block})
+	before, after := f.pki.client(t, "sentinel-before"), f.pki.client(t, "sentinel-after")
+
+	a.changeDeny(t, http.MethodPost, before.subject())
+	awaitAccess(t, "denied on A through Sentinel", fleetWithin, http.StatusForbidden, before, a, b)
+	eventually(t, 5*time.Second, "the deny did not reach the master's replica", func() bool {
+		return strings.TrimSpace(repl.cli(t, "dbsize")) != "0"
+	})
+
+	master.kill(t)
+	killedAt := time.Now()
+	for {
+		status, body := b.adminDeny(t, http.MethodPost, denyBody(after.subject()))
+		if status == http.StatusOK {
+			break
+		}
+		if time.Since(killedAt) > sentinelDownAfter+resyncWithin {
+			t.Fatalf("no deny edit works within %s of the master's death: last answer %d %q\nsentinel log:\n%s",
+				sentinelDownAfter+resyncWithin, status, body, sentinel.logText())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("an edit on B worked %s after the master was killed", time.Since(killedAt).Round(time.Millisecond))
+	if role := repl.cli(t, "role"); !strings.HasPrefix(role, "master") {
+		t.Errorf("the edit worked but the replica was not promoted: ROLE %q", role)
+	}
+	awaitAccess(t, "denied on B after the failover", fleetWithin, http.StatusForbidden, after, a, b)
+	expectAccessAll(t, "denied before the failover", http.StatusForbidden, []*replica{a, b}, before)
+}
