@@ -404,10 +404,10 @@ type redisServer struct {
 	bin   string   // redis-server or redis-sentinel
 	ready string   // what its log says once it serves, lower case
 	args  []string // the command line after the binary
-	port int      // TCP or TLS port; 0 with a unix socket
-	sock string   // the unix socket, if any
-	tls  *redisTLS
-	dir  string
+	port  int      // TCP or TLS port; 0 with a unix socket
+	sock  string   // the unix socket, if any
+	tls   *redisTLS
+	dir   string
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
