@@ -10,6 +10,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
 
+	"github.com/nutsgate/nutsgate/fleet"
 	"github.com/nutsgate/nutsgate/mtlsident"
 	"github.com/nutsgate/nutsgate/pki"
 )
@@ -29,7 +30,10 @@ func init() {
 //
 // A change is written to the app's deny_file atomically before the answer
 // (200, with the entries in force), takes effect for the next request, and
-// ends the open requests of a client it denies. No config reload happens,
+// ends the open requests of a client it denies. With the app's redis block,
+// the list is the fleet's: a change is made in Redis first, and is in force
+// on every replica within a second; while Redis is unavailable, changes are
+// refused with 503 and none is made. No config reload happens,
 // so no connection is dropped. Invalid JSON, an empty or malformed entry:
 // 400. Without a deny_file: 409.
 //
@@ -109,13 +113,19 @@ func (AdminAPI) serveDeny(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("entry: %v", err)}
 	}
 	var changed bool
-	if r.Method == http.MethodPost {
+	switch shared := gateway.denySync.Load(); {
+	case shared != nil:
+		changed, err = shared.Edit(r.Context(), entry, r.Method == http.MethodPost)
+	case r.Method == http.MethodPost:
 		changed, err = store.Add(entry)
-	} else {
+	default:
 		changed, err = store.Remove(entry)
 	}
 	if errors.Is(err, mtlsident.ErrNoFile) {
 		return caddy.APIError{HTTPStatus: http.StatusConflict, Err: err}
+	}
+	if errors.Is(err, fleet.ErrUnavailable) {
+		return caddy.APIError{HTTPStatus: http.StatusServiceUnavailable, Err: fmt.Errorf("deny list not changed: %v", err)}
 	}
 	if err != nil {
 		return caddy.APIError{HTTPStatus: http.StatusInternalServerError, Err: err}

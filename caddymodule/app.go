@@ -16,6 +16,7 @@ import (
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"go.uber.org/zap"
 
+	"github.com/nutsgate/nutsgate/fleet"
 	"github.com/nutsgate/nutsgate/internal/filewatch"
 	"github.com/nutsgate/nutsgate/mtlsident"
 	"github.com/nutsgate/nutsgate/pki"
@@ -83,7 +84,14 @@ type App struct {
 	// defaults.
 	PKI *PKIConfig `json:"pki,omitempty"`
 
+	// The Redis the replicas of a fleet share: the deny list (with
+	// deny_file, this replica's copy of it) and distributed rate limits.
+	Redis *RedisConfig `json:"redis,omitempty"`
+
 	checker  *pki.Checker // nil without pki and without a nuts_pki verifier
+	fleet    *fleet.Client
+	fleetKey string
+	denySync *fleet.DenySync // nil without redis or without deny_file
 	store    *mtlsident.Store
 	reporter *denyFileReporter
 	logger   *zap.Logger
@@ -132,10 +140,11 @@ type DenylistConfig struct {
 // deny list store, the revocation checker, and the open requests of
 // identified clients.
 var gateway struct {
-	store   atomic.Pointer[mtlsident.Store] // nil: no app, an empty list
-	pki     atomic.Pointer[pki.Checker]     // nil: no revocation checking
-	streams mtlsident.Streams
-	conns   mtlsident.Conns
+	store    atomic.Pointer[mtlsident.Store] // nil: no app, an empty list
+	pki      atomic.Pointer[pki.Checker]     // nil: no revocation checking
+	denySync atomic.Pointer[fleet.DenySync]  // nil: the deny list is this replica's own
+	streams  mtlsident.Streams
+	conns    mtlsident.Conns
 }
 
 // noStore is the gateway-wide deny list while no nutsgate app is running.
@@ -170,6 +179,19 @@ func (a *App) Provision(ctx caddy.Context) error {
 			return fmt.Errorf("pki: %v", err)
 		}
 	}
+	if err := a.provisionDenyFile(); err != nil {
+		return err
+	}
+	if a.Redis != nil { // after the deny file, whose list it shares
+		if err := a.provisionFleet(); err != nil {
+			return fmt.Errorf("redis: %v", err)
+		}
+	}
+	return nil
+}
+
+// provisionDenyFile reads the deny file, if there is one.
+func (a *App) provisionDenyFile() error {
 	if a.DenyFile == "" {
 		return nil
 	}
@@ -179,7 +201,7 @@ func (a *App) Provision(ctx caddy.Context) error {
 	}
 	a.DenyFile = path
 	a.store = mtlsident.NewStore(path, sweepDenied)
-	a.reporter = newDenyFileReporter(ctx, path, a.logger)
+	a.reporter = newDenyFileReporter(a.ctx, path, a.logger)
 	if err := a.store.Load(); err != nil {
 		return err
 	}
@@ -264,20 +286,29 @@ func (a *App) Start() error {
 		a.logger.Info("revocation checking started", zap.Duration("refresh", cfg.Refresh), zap.Duration("max_stale", cfg.MaxStale),
 			zap.Strings("crl", cfg.CRLs), zap.String("denylist", cfg.Denylist), zap.String("state_dir", cfg.StateDir))
 	}
+	if a.fleet != nil {
+		a.fleet.Start()
+	}
 	if a.store == nil {
 		return nil
 	}
 	gateway.store.Store(a.store)
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(a.ctx)
-	a.store.Watch(ctx, filewatch.DefaultInterval, a.logger, func() { a.reporter.report(a.store.Skipped()) })
+	a.store.Watch(ctx, filewatch.DefaultInterval, a.logger, func() {
+		a.reporter.report(a.store.Skipped())
+		if a.denySync != nil {
+			a.denySync.Kick() // with redis, the fleet's list replaces edits by hand
+		}
+	})
 	a.logger.Info("deny list loaded", zap.String("file", a.store.Path()), zap.Int("entries", len(a.store.List().Entries())), zap.Int("skipped_lines", len(a.store.Skipped())))
-	return nil
+	return a.startFleet()
 }
 
 // Stop stops watching the deny file and, unless a newer config's app has
 // taken over, empties the gateway-wide list.
 func (a *App) Stop() error {
+	a.stopFleet()
 	if a.stop != nil {
 		a.stop()
 	}
@@ -320,6 +351,14 @@ func parseAppOption(d *caddyfile.Dispenser, _ any) (any, error) {
 			}
 			if !d.AllArgs(&a.StateDir) {
 				return nil, d.ArgErr()
+			}
+		case "redis":
+			if a.Redis != nil {
+				return nil, d.Err("redis already specified")
+			}
+			a.Redis = new(RedisConfig)
+			if err := a.Redis.unmarshalCaddyfile(d); err != nil {
+				return nil, err
 			}
 		case "pki":
 			if a.PKI != nil {
@@ -415,6 +454,7 @@ func (p *PKIConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 
 // Interface guards
 var (
-	_ caddy.App         = (*App)(nil)
-	_ caddy.Provisioner = (*App)(nil)
+	_ caddy.App          = (*App)(nil)
+	_ caddy.Provisioner  = (*App)(nil)
+	_ caddy.CleanerUpper = (*App)(nil)
 )

@@ -62,6 +62,24 @@ var (
 		Help:      "Failed fetches of a CRL or the denylist, by source; the last good one stays in force.",
 	}, []string{"source"})
 
+	redisUp = prometheus.NewGauge(prometheus.GaugeOpts{
+		Namespace: "nutsgate",
+		Name:      "redis_up",
+		Help:      "1 while the fleet's Redis answers its health check and calls, 0 while it is marked down.",
+	})
+
+	redisErrors = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "redis_errors_total",
+		Help:      "Failed Redis calls, by operation: health, rate_limit, deny_edit or deny_sync.",
+	}, []string{"op"})
+
+	rateLimitFallback = prometheus.NewCounter(prometheus.CounterOpts{
+		Namespace: "nutsgate",
+		Name:      "rate_limit_fallback_total",
+		Help:      "Requests of distributed rate limits decided by this replica's own buckets because Redis could not decide in time.",
+	})
+
 	denyFileInvalidLines = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Namespace: "nutsgate",
 		Name:      "deny_file_invalid_lines",
@@ -129,7 +147,7 @@ func registerMetrics(ctx caddy.Context) error {
 	if reg == nil {
 		return nil // a context without metrics, as in unit tests
 	}
-	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, pathRefusals, clientRequests, denyFileInvalidLines, pkiRefusals, pkiFetchErrors, pkiSourceAge{}} {
+	for _, c := range []prometheus.Collector{authDecisions, mtlsRefusals, rateLimitRefusals, pathRefusals, clientRequests, denyFileInvalidLines, pkiRefusals, pkiFetchErrors, pkiSourceAge{}, redisUp, redisErrors, rateLimitFallback} {
 		var already prometheus.AlreadyRegisteredError
 		if err := reg.Register(c); err != nil && !errors.As(err, &already) {
 			return err

@@ -218,7 +218,7 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		if c, sup := pkiRefusalLog.Check(m.logger, zapcore.InfoLevel, string(ref.Reason), "client certificate refused"); c != nil {
 			c.Write(append(refusalFields(ref, client.Chains, nil), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
 		}
-		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, "client certificate "+string(ref.Reason))
+		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, revocationMessages[ref.Reason])
 	}
 	watchExpiry(client.Chains[0][0])
 	countClient(client.Subject)
@@ -335,6 +335,16 @@ func (m *MTLSIdent) deniesID(id mtlsident.Identity) bool {
 		return true
 	}
 	return revoked(id) != nil
+}
+
+// revocationMessages are the gRPC messages of mtls_ident's revocation
+// refusals.
+var revocationMessages = map[pki.Reason]string{
+	pki.Revoked:    "client certificate revoked",
+	pki.Banned:     "client certificate banned",
+	pki.Stale:      "client certificate status unknown",
+	pki.Expired:    "client certificate expired",
+	pki.Unverified: "client certificate not verified",
 }
 
 // checkRevocation is the revocation verdict on a client at a request: its

@@ -1,6 +1,7 @@
 package caddymodule
 
 import (
+	"cmp"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -13,6 +14,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/nutsgate/nutsgate/fleet"
 	"github.com/nutsgate/nutsgate/ratelimit"
 )
 
@@ -58,7 +60,15 @@ type ClientRateLimit struct {
 	// the file; in JSON, the settings above.
 	Zone string `json:"zone,omitempty"`
 
+	// Keep the buckets in the Redis of the nutsgate app's redis block: one
+	// bucket per key for every replica of the fleet with the same prefix
+	// and zone, so that the limit holds across the fleet. When Redis cannot
+	// answer within its timeout, this replica's own buckets decide
+	// (nutsgate_rate_limit_fallback_total counts it).
+	Distributed bool `json:"distributed,omitempty"`
+
 	limiter *ratelimit.Limiter
+	shared  *fleet.Limiter // nil unless distributed
 	poolKey string
 	logger  *zap.Logger
 }
@@ -103,6 +113,17 @@ func (rl *ClientRateLimit) Provision(ctx caddy.Context) error {
 		return err
 	}
 	rl.limiter = val.(sharedLimiter).Limiter
+	if rl.Distributed {
+		app, err := ctx.App("nutsgate")
+		if err != nil {
+			return err
+		}
+		client, err := app.(*App).fleetClient()
+		if err != nil {
+			return fmt.Errorf("distributed: %v", err)
+		}
+		rl.shared = fleet.NewLimiter(client, rl.Zone, events, per, cmp.Or(rl.Burst, events), cmp.Or(rl.MaxKeys, ratelimit.DefaultMaxKeys))
+	}
 	return nil
 }
 
@@ -124,7 +145,10 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	} else {
 		key = "key:" + key
 	}
-	ok, wait := rl.limiter.Allow(key, time.Now())
+	ok, wait, err := rl.allow(r, key)
+	if err != nil {
+		rateLimitFallback.Inc()
+	}
 	if ok {
 		return next.ServeHTTP(w, r)
 	}
@@ -137,6 +161,18 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 	return refuse(w, r, http.StatusTooManyRequests, grpcResourceExhausted, "rate limit exceeded")
 }
 
+// allow takes a token of key's bucket: the fleet's if distributed, else, or
+// if Redis could not decide (err), this replica's.
+func (rl *ClientRateLimit) allow(r *http.Request, key string) (ok bool, wait time.Duration, err error) {
+	if rl.shared != nil {
+		if ok, wait, err = rl.shared.Allow(r.Context(), key); err == nil {
+			return ok, wait, nil
+		}
+	}
+	ok, wait = rl.limiter.Allow(key, time.Now())
+	return ok, wait, err
+}
+
 // UnmarshalCaddyfile sets up the handler from Caddyfile tokens. Syntax:
 //
 //	client_rate_limit [<matcher>] {
@@ -145,6 +181,7 @@ func (rl *ClientRateLimit) ServeHTTP(w http.ResponseWriter, r *http.Request, nex
 //	    burst    <n>
 //	    max_keys <n>
 //	    zone     <name>
+//	    distributed
 //	}
 func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	d.Next() // consume directive name
@@ -153,6 +190,13 @@ func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if opt == "distributed" {
+			if d.NextArg() {
+				return d.ArgErr()
+			}
+			rl.Distributed = true
+			continue
+		}
 		var val string
 		if !d.AllArgs(&val) {
 			return d.ArgErr()

@@ -21,6 +21,11 @@ type Entry struct {
 
 const fingerprintPrefix = "sha256:"
 
+// Key is what the entry means, whatever its spelling: its normalised
+// subject DN, or "sha256:" and the lower-case hex fingerprint. Two entries
+// with the same key are the same entry.
+func (e Entry) Key() string { return e.key }
+
 // ParseEntry reads a deny-list entry. A subject DN is written in RFC 2253
 // order, as `openssl x509 -noout -subject -nameopt RFC2253` prints it (a
 // leading "subject=" is dropped), attribute types by name or OID, and
@@ -115,6 +120,20 @@ func (d *DenyList) Denies(id Identity) (Entry, bool) {
 	}
 	e, ok := d.keys[id.fingerprintKey]
 	return e, ok
+}
+
+// Same reports whether d and o hold the same entries, by meaning and in
+// any order.
+func (d *DenyList) Same(o *DenyList) bool {
+	if len(d.keys) != len(o.keys) {
+		return false
+	}
+	for k := range d.keys {
+		if _, ok := o.keys[k]; !ok {
+			return false
+		}
+	}
+	return true
 }
 
 // With returns a list with e added, and whether it was new.

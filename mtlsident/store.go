@@ -120,6 +120,16 @@ func (s *Store) Remove(e Entry) (bool, error) {
 	return s.change(func(d *DenyList) (*DenyList, bool) { return d.Without(e) })
 }
 
+// Replace puts entries in force in place of the list, the file written
+// first, and reports whether the list changed (by meaning: entries only in
+// another order or spelling change nothing).
+func (s *Store) Replace(entries []Entry) (bool, error) {
+	return s.change(func(d *DenyList) (*DenyList, bool) {
+		n := NewDenyList(entries)
+		return n, !d.Same(n)
+	})
+}
+
 func (s *Store) change(edit func(*DenyList) (*DenyList, bool)) (bool, error) {
 	if s.path == "" {
 		return false, ErrNoFile

@@ -1,0 +1,317 @@
+// Package fleet shares a gateway's state with the other replicas of its
+// fleet through Redis: the gateway-wide deny list (DenySync) and rate limits
+// that hold across the fleet (Limiter). It never lets Redis stall a
+// request: every call has a deadline, a Client that fails marks Redis down
+// until its health check passes again, and callers fall back to what they
+// hold locally. It has no Caddy import.
+package fleet
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"go.uber.org/zap"
+)
+
+// Defaults of Config.
+const (
+	DefaultPrefix  = "nutsgate"
+	DefaultTimeout = 25 * time.Millisecond
+)
+
+const (
+	// healthEvery is how often the health check runs.
+	healthEvery = 500 * time.Millisecond
+	// healthTimeout bounds one health check.
+	healthTimeout = time.Second
+	// failuresToDown is how many calls in a row may fail before Redis is
+	// marked down (and skipped) until the health check passes.
+	failuresToDown = 5
+)
+
+// ErrDown is returned while Redis is marked down.
+var ErrDown = errors.New("redis is unreachable")
+
+// Config is how to reach Redis.
+type Config struct {
+	// Address is a redis://, rediss:// or unix:// URL. With SentinelMaster
+	// it gives only the database, the credentials and whether to use TLS.
+	Address string
+	// Username and Password, if set, replace those of the URL.
+	Username, Password string
+	// CA is a PEM file of the CAs that sign the server's certificate
+	// (rediss://). Default: the system's.
+	CA string
+	// SentinelMaster and SentinelNodes find the master through Sentinel.
+	SentinelMaster string
+	SentinelNodes  []string
+	// Prefix starts every key and channel name: one fleet per prefix.
+	Prefix string
+	// Timeout bounds every call made for a request. Default 25ms.
+	Timeout time.Duration
+}
+
+// Client is a connection to Redis, its health, and its clock.
+type Client struct {
+	rdb     redis.UniversalClient
+	prefix  string
+	timeout time.Duration
+	logger  *zap.Logger
+
+	up       atomic.Bool
+	failures atomic.Int64
+	offset   atomic.Int64 // Redis's clock minus ours, in microseconds
+
+	start  sync.Once
+	mu     sync.Mutex
+	onUp   map[int]func()
+	hooks  int
+	stop   context.CancelFunc
+	done   chan struct{}
+	errors func(op string)
+	upHook func(bool)
+}
+
+// Options are the hooks of a Client.
+type Options struct {
+	// Logger logs Redis going down and coming back.
+	Logger *zap.Logger
+	// Errors is called with the operation of every failed call.
+	Errors func(op string)
+	// Up is called with the new state whenever Redis is marked up or down.
+	Up func(bool)
+}
+
+// New returns a client for cfg. It connects to nothing until Start.
+func New(cfg Config, opts Options) (*Client, error) {
+	o, err := clientOptions(cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := &Client{
+		rdb:     redis.NewUniversalClient(o),
+		prefix:  cfg.Prefix,
+		timeout: cfg.Timeout,
+		logger:  opts.Logger,
+		errors:  opts.Errors,
+		upHook:  opts.Up,
+	}
+	if c.prefix == "" {
+		c.prefix = DefaultPrefix
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+	if c.logger == nil {
+		c.logger = zap.NewNop()
+	}
+	return c, nil
+}
+
+// Start starts the health check, which marks Redis up once it answers; it
+// does not wait for Redis, which may be away. Calls after the first do
+// nothing.
+func (c *Client) Start() {
+	c.start.Do(func() {
+		ctx, cancel := context.WithCancel(context.Background())
+		c.stop, c.done = cancel, make(chan struct{})
+		go c.health(ctx)
+	})
+}
+
+// clientOptions turns cfg into go-redis options that never make a request
+// wait: one dial attempt, no retries, the caller's deadline in force.
+func clientOptions(cfg Config) (*redis.UniversalOptions, error) {
+	if cfg.Address == "" && cfg.SentinelMaster == "" {
+		return nil, errors.New("address is required")
+	}
+	u := &redis.Options{}
+	if cfg.Address != "" {
+		var err error
+		if u, err = redis.ParseURL(cfg.Address); err != nil {
+			return nil, fmt.Errorf("address: %v", err)
+		}
+	}
+	o := &redis.UniversalOptions{
+		Addrs:                 []string{u.Addr},
+		DB:                    u.DB,
+		Username:              u.Username,
+		Password:              u.Password,
+		TLSConfig:             u.TLSConfig,
+		Dialer:                u.Dialer,
+		ContextTimeoutEnabled: true,
+		DialerRetries:         1,
+		MaxRetries:            -1,
+		DialTimeout:           time.Second,
+		ReadTimeout:           5 * time.Second, // calls carry shorter deadlines of their own
+		WriteTimeout:          5 * time.Second,
+		PoolTimeout:           time.Second,
+		PoolSize:              64,
+		MinIdleConns:          2,
+		DisableIdentity:       true,
+	}
+	if u.Network == "unix" {
+		addr := u.Addr
+		o.Dialer = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", addr)
+		}
+	}
+	if cfg.Username != "" {
+		o.Username = cfg.Username
+	}
+	if cfg.Password != "" {
+		o.Password = cfg.Password
+	}
+	if cfg.SentinelMaster != "" {
+		if len(cfg.SentinelNodes) == 0 {
+			return nil, errors.New("sentinel_master needs sentinel_nodes")
+		}
+		o.MasterName, o.Addrs = cfg.SentinelMaster, cfg.SentinelNodes
+	}
+	if cfg.CA != "" {
+		pem, err := os.ReadFile(cfg.CA)
+		if err != nil {
+			return nil, fmt.Errorf("ca: %v", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("ca %s: no PEM certificate in it", cfg.CA)
+		}
+		if o.TLSConfig == nil {
+			if !strings.HasPrefix(cfg.Address, "rediss://") {
+				return nil, errors.New("ca is set but the address is not rediss://")
+			}
+			o.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		o.TLSConfig.RootCAs = pool
+	}
+	return o, nil
+}
+
+// Close stops the health check and closes the connections.
+func (c *Client) Close() error {
+	c.start.Do(func() {}) // no health check once closed
+	if c.stop != nil {
+		c.stop()
+		<-c.done
+	}
+	return c.rdb.Close()
+}
+
+// Up reports whether Redis is usable: its last health check passed and
+// calls have not failed since.
+func (c *Client) Up() bool { return c.up.Load() }
+
+// Key is name under the client's prefix.
+func (c *Client) Key(name string) string { return c.prefix + ":" + name }
+
+// OnUp calls f, in a goroutine of its own, every time Redis comes back,
+// until the function it returns is called.
+func (c *Client) OnUp(f func()) (remove func()) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.onUp == nil {
+		c.onUp = make(map[int]func())
+	}
+	c.hooks++
+	id := c.hooks
+	c.onUp[id] = f
+	return func() {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		delete(c.onUp, id)
+	}
+}
+
+// requestContext is ctx bounded by the request timeout.
+func (c *Client) requestContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, c.timeout)
+}
+
+// failed records a failed call of op; after failuresToDown in a row, Redis
+// is marked down until the health check passes.
+func (c *Client) failed(op string, err error) {
+	if c.errors != nil {
+		c.errors(op)
+	}
+	if c.failures.Add(1) >= failuresToDown {
+		c.setUp(false, err)
+	}
+}
+
+// succeeded records a call that worked.
+func (c *Client) succeeded() { c.failures.Store(0) }
+
+// now is the time on Redis's clock, as last measured, in microseconds.
+func (c *Client) now() int64 { return time.Now().UnixMicro() + c.offset.Load() }
+
+// health checks Redis every healthEvery until ctx ends: a TIME call, which
+// also measures Redis's clock against ours.
+func (c *Client) health(ctx context.Context) {
+	defer close(c.done)
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	for {
+		c.check(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (c *Client) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	defer cancel()
+	before := time.Now()
+	t, err := c.rdb.Time(ctx).Result()
+	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+		return // stopping
+	}
+	if err != nil {
+		if c.errors != nil {
+			c.errors("health")
+		}
+		c.setUp(false, err)
+		return
+	}
+	mid := before.Add(time.Since(before) / 2)
+	c.offset.Store(t.UnixMicro() - mid.UnixMicro())
+	c.failures.Store(0)
+	c.setUp(true, nil)
+}
+
+// setUp marks Redis up or down, logging and calling the hooks on a change.
+func (c *Client) setUp(up bool, err error) {
+	if c.up.Swap(up) == up {
+		return
+	}
+	if c.upHook != nil {
+		c.upHook(up)
+	}
+	if !up {
+		c.logger.Error("redis unreachable; the deny list in force stays, rate limits use this replica's buckets, deny-list edits are refused", zap.Error(err))
+		return
+	}
+	c.logger.Info("redis reachable")
+	c.mu.Lock()
+	hooks := slices.Collect(maps.Values(c.onUp))
+	c.mu.Unlock()
+	for _, f := range hooks {
+		go f()
+	}
+}
