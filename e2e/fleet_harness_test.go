@@ -387,6 +387,19 @@ func loggedError(p *process, words ...string) bool {
 	return false
 }
 
+// holdsWithin polls cond every 100 ms until it returns true (then true) or d has passed (then
+// false): eventually for checks whose failure should not end the test.
+func holdsWithin(d time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return true
+}
+
 // ---- latency ----
 
 // p99 is the 99th percentile (nearest rank) of ds.

@@ -460,7 +460,9 @@ func TestFleetStartWithoutRedis(t *testing.T) {
 	a.expectAccess(t, "Redis unreachable, from the deny_file", http.StatusForbidden, fromFile)
 	a.expectAccess(t, "Redis unreachable, another client", http.StatusOK, other)
 	expectGRPCDenied(t, "Redis unreachable, from the deny_file", fromFile, a)
-	eventually(t, 5*time.Second, "replica A logged no error mentioning redis", func() bool { return loggedError(a.process, "redis") })
+	if !holdsWithin(5*time.Second, func() bool { return loggedError(a.process, "redis") }) {
+		t.Errorf("replica A, started while Redis is unreachable, logged no entry at level error mentioning redis within 5 s")
+	}
 	a.awaitRedisUp(t, 0, 5*time.Second)
 	expectUnavailable(t, "Redis unreachable", a, http.MethodPost, later.subject())
 
@@ -506,9 +508,11 @@ func TestFleetRedisTLSAndACL(t *testing.T) {
 	expectGRPCDenied(t, "denied on A over rediss://", c, b)
 	a.awaitRedisUp(t, 1, 5*time.Second)
 
-	eventually(t, 5*time.Second, "the replica with a wrong password logged no authentication error", func() bool {
+	if !holdsWithin(5*time.Second, func() bool {
 		return loggedError(wrong.process, "WRONGPASS") || loggedError(wrong.process, "redis", "auth")
-	})
+	}) {
+		t.Errorf("the replica with a wrong Redis password logged no entry at level error naming the authentication failure (WRONGPASS, or redis and auth) within 5 s")
+	}
 	wrong.awaitRedisUp(t, 0, 5*time.Second)
 	expectUnavailable(t, "wrong password", wrong, http.MethodPost, f.pki.client(t, "tls-wrong").subject())
 	wrong.expectAccess(t, "wrong password, a client not denied", http.StatusOK, f.pki.client(t, "tls-other"))
