@@ -402,11 +402,11 @@ func holdsWithin(d time.Duration, cond func() bool) bool {
 
 // ---- latency ----
 
-// p99 is the 99th percentile (nearest rank) of ds.
-func p99(ds []time.Duration) time.Duration {
+// percentile is the p-th percentile (nearest rank) of ds.
+func percentile(ds []time.Duration, p int) time.Duration {
 	s := slices.Clone(ds)
 	slices.Sort(s)
-	i := (len(s)*99+99)/100 - 1
+	i := (len(s)*p+99)/100 - 1
 	return s[max(i, 0)]
 }
 
