@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -298,22 +299,51 @@ func expectListed(t *testing.T, what, entry string, has bool, rs ...*replica) {
 	}
 }
 
-// expectUnavailable asserts an edit (POST or DELETE of entry) on r is refused with 503 and a
-// body naming Redis, answered within 2 s (plus slack for the machine), and returns how long it
-// took.
+// editResult is the outcome of one deny-list edit through the admin API.
+type editResult struct {
+	status int
+	body   string
+	took   time.Duration
+	err    error // the request failed
+}
+
+// tryEdit POSTs (method POST) or DELETEs entry on r's admin API. It is safe in any goroutine.
+func (r *replica) tryEdit(method, entry string) editResult {
+	req, err := http.NewRequest(method, "http://"+r.addr(r.Admin)+"/nutsgate/deny", strings.NewReader(denyBody(entry)))
+	if err != nil {
+		return editResult{err: err}
+	}
+	req.Header.Set("Content-Type", "application/json")
+	start := time.Now()
+	resp, err := httpClient.Do(req)
+	if err != nil {
+		return editResult{err: err, took: time.Since(start)}
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	return editResult{status: resp.StatusCode, body: string(body), took: time.Since(start), err: err}
+}
+
+// checkUnavailable asserts res, an edit (method) on r, was refused with 503 and a body naming
+// Redis, answered within 2 s (plus slack for the machine).
+func checkUnavailable(t *testing.T, what string, r *replica, method string, res editResult) {
+	t.Helper()
+	if res.err != nil || res.status != http.StatusServiceUnavailable || !strings.Contains(strings.ToLower(res.body), "redis") {
+		t.Errorf("%s: %s /nutsgate/deny on replica %s: status %d, body %q, error %v; want 503 with a message naming Redis",
+			what, method, r.name, res.status, res.body, res.err)
+	}
+	if res.took > 2500*time.Millisecond {
+		t.Errorf("%s: %s /nutsgate/deny on replica %s took %s, want the 503 within ~2 s", what, method, r.name, res.took)
+	}
+}
+
+// expectUnavailable makes an edit (POST or DELETE of entry) on r, asserts checkUnavailable of
+// it, and returns how long it took.
 func expectUnavailable(t *testing.T, what string, r *replica, method, entry string) time.Duration {
 	t.Helper()
-	start := time.Now()
-	status, body := r.adminDeny(t, method, denyBody(entry))
-	took := time.Since(start)
-	if status != http.StatusServiceUnavailable || !strings.Contains(strings.ToLower(body), "redis") {
-		t.Errorf("%s: %s /nutsgate/deny on replica %s: status %d, body %q; want 503 with a message naming Redis",
-			what, method, r.name, status, body)
-	}
-	if took > 2500*time.Millisecond {
-		t.Errorf("%s: %s /nutsgate/deny on replica %s took %s, want the 503 within ~2 s", what, method, r.name, took)
-	}
-	return took
+	res := r.tryEdit(method, entry)
+	checkUnavailable(t, what, r, method, res)
+	return res.took
 }
 
 // ---- metrics and logs ----

@@ -164,6 +164,15 @@ func TestFleetDenyShared(t *testing.T) {
 	awaitDenyFiles(t, "removed through C", fleetWithin, entry, false, a, b, c)
 	expectListed(t, "removed through C", entry, false, a, b, c)
 
+	// a fingerprint entry: that certificate only, not another with the same subject
+	fp := f.pki.client(t, "fleet-fp")
+	twin := f.pki.issue(t, clientTemplate(testName("fleet-fp")))
+	b.changeDeny(t, http.MethodPost, "sha256:"+fp.fingerprint())
+	awaitAccess(t, "fingerprint denied through B", fleetWithin, http.StatusForbidden, fp, a, b, c)
+	expectAccessAll(t, "same subject, other certificate", http.StatusOK, rs, twin)
+	a.changeDeny(t, http.MethodDelete, "sha256:"+fp.fingerprint())
+	awaitAccess(t, "fingerprint removed through A", fleetWithin, http.StatusOK, fp, a, b, c)
+
 	// the deny subcommand, pointed at one replica
 	cliDenied := f.pki.client(t, "fleet-cli")
 	deny := func(r *replica, args ...string) {
@@ -280,8 +289,9 @@ func countUnder(reqs []testnode.Request, prefix string) int {
 // TestFleetRedisHang proves what happens while Redis hangs (SIGSTOP) under two replicas, and
 // after it resumes (SIGCONT), without restarting a gateway: allowed requests keep being answered
 // with a p99 latency under the normal one + 150 ms (the timeout is 25 ms by default); a client
-// denied before the hang stays denied; deny-list edits (POST on A, DELETE on B) get 503 naming
-// Redis within ~2 s; distributed limits fall back to local buckets (a fresh client gets exactly
+// denied before the hang stays denied; deny-list edits get 503 naming Redis within ~2 s, both
+// those made at once (a POST on B and a DELETE on A, which reach the hung Redis) and one made
+// once the replica has marked Redis down; distributed limits fall back to local buckets (a fresh client gets exactly
 // the strict route's burst on A, then 429, and nutsgate_rate_limit_fallback_total grows);
 // nutsgate_redis_up goes 0 and nutsgate_redis_errors_total grows. Within 10 s of SIGCONT an edit
 // works again and propagates, nutsgate_redis_up is 1 again, and the edits answered 503 never
@@ -323,6 +333,11 @@ func TestFleetRedisHang(t *testing.T) {
 
 	redis.hang(t)
 	hungAt := time.Now()
+	// Edits made at once, while neither replica has noticed the hang yet: they reach the hung
+	// Redis's socket, and Redis runs them when it resumes.
+	postB, deleteA := make(chan editResult, 1), make(chan editResult, 1)
+	go func() { postB <- b.tryEdit(http.MethodPost, edited.subject()) }()
+	go func() { deleteA <- a.tryEdit(http.MethodDelete, denied.subject()) }()
 	hung := measure("hung", 100)
 	pNormal, pHung := percentile(normal, 99), percentile(hung, 99)
 	t.Logf("/n2n on replica A, 100 requests each: p99 %s with Redis up, %s with Redis hung (p50 %s vs %s, max %s vs %s)",
@@ -330,6 +345,9 @@ func TestFleetRedisHang(t *testing.T) {
 	if pHung > pNormal+150*time.Millisecond {
 		t.Errorf("p99 latency while Redis hangs is %s, want under the normal %s + 150 ms (requests wait at most the 25 ms timeout)", pHung, pNormal)
 	}
+	resPost, resDelete := <-postB, <-deleteA
+	checkUnavailable(t, "Redis hung, at once", b, http.MethodPost, resPost)
+	checkUnavailable(t, "Redis hung, at once", a, http.MethodDelete, resDelete)
 
 	expectAccessAll(t, "denied before the hang, during it", http.StatusForbidden, rs, denied)
 	for i := range fleetStrictBurst {
@@ -340,9 +358,9 @@ func TestFleetRedisHang(t *testing.T) {
 	expectStatus(t, "strict route during the hang, over the local bucket", a.get(t, strict, path, nil), http.StatusTooManyRequests)
 	a.expectNodeSawNothing(t, path)
 
-	tookPost := expectUnavailable(t, "Redis hung", a, http.MethodPost, edited.subject())
-	tookDelete := expectUnavailable(t, "Redis hung", b, http.MethodDelete, denied.subject())
-	t.Logf("deny edits during the hang answered 503 in %s (POST on A) and %s (DELETE on B)", tookPost.Round(time.Millisecond), tookDelete.Round(time.Millisecond))
+	tookLate := expectUnavailable(t, "Redis hung, later", a, http.MethodPost, edited.subject())
+	t.Logf("deny edits during the hang answered 503 in %s (POST on B, at once), %s (DELETE on A, at once), %s (POST on A, %s into the hang)",
+		resPost.took.Round(time.Millisecond), resDelete.took.Round(time.Millisecond), tookLate.Round(time.Millisecond), time.Since(hungAt).Round(time.Millisecond))
 	expectAccessAll(t, "after the refused POST", http.StatusOK, rs, edited)
 	expectAccessAll(t, "after the refused DELETE", http.StatusForbidden, rs, denied)
 
