@@ -187,6 +187,16 @@ func TestFleetDenyShared(t *testing.T) {
 	deny(a, "remove", cliDenied.subject())
 	awaitAccess(t, "nutsgate deny remove on A", fleetWithin, http.StatusOK, cliDenied, a, b, c)
 
+	// a config reload of B (nutsgate reload --force) keeps it in the fleet, both ways
+	b.reload(t)
+	reloadProbe := f.pki.client(t, "fleet-reload-probe")
+	awaitReload(t, b.process, func() error { return b.get(t, reloadProbe, n2nPath("reload-probe"), nil).err })
+	afterReload := f.pki.client(t, "fleet-after-reload")
+	a.changeDeny(t, http.MethodPost, afterReload.subject())
+	awaitAccess(t, "denied on A after B's config reload", fleetWithin, http.StatusForbidden, afterReload, a, b, c)
+	b.changeDeny(t, http.MethodDelete, afterReload.subject())
+	awaitAccess(t, "removed on B after its config reload", fleetWithin, http.StatusOK, afterReload, a, b, c)
+
 	// a replica down during a removal does not resurrect the entry
 	missed := f.pki.client(t, "fleet-missed")
 	a.changeDeny(t, http.MethodPost, missed.subject())
@@ -368,6 +378,11 @@ func TestFleetRedisHang(t *testing.T) {
 	b.awaitRedisUp(t, 0, 5*time.Second)
 	if errs := a.metric(t, metricRedisErrs); errs <= errsBefore {
 		t.Errorf("replica A: %s is %v during the hang, was %v before: want it to grow", metricRedisErrs, errs, errsBefore)
+	}
+	for s := range scrapeMetricsAt(t, a.addr(a.Admin), metricRedisErrs+"{") {
+		if !strings.Contains(s, `op="`) || strings.Contains(s, `op=""`) {
+			t.Errorf("replica A: series %s has no op label", s)
+		}
 	}
 	if fb := a.metric(t, metricFallback); fb <= fallbackBefore {
 		t.Errorf("replica A: %s is %v during the hang, was %v before: want it to grow", metricFallback, fb, fallbackBefore)
