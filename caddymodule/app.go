@@ -105,12 +105,14 @@ type PKIConfig struct {
 	// the Nuts network's rule.
 	Refresh caddy.Duration `json:"refresh,omitempty"`
 
-	// How far past due (a CRL past its nextUpdate, the denylist a refresh
-	// past its last fetch) or, for one never fetched, how long after it is
-	// first needed, a source may be before the clients it decides on are
-	// refused. Unset or 0 ("off"): never refused for that; a client whose
-	// status cannot be established passes and a warning is logged, as the
-	// node's pki.softfail does. A revoked serial is refused either way.
+	// How far past due a source may be before the clients it decides on
+	// are refused: a CRL past its nextUpdate; the denylist (or a CRL
+	// without nextUpdate) a refresh plus a minute (at most another refresh)
+	// past its last successful fetch. A source never fetched, or a CRL not
+	// signed by the client's CA, refuses at once. Unset or 0 ("off"): never
+	// refused for that; a client whose status cannot be established passes
+	// and a warning is logged, as the node's pki.softfail does. A revoked
+	// serial is refused either way.
 	MaxStale caddy.Duration `json:"max_stale,omitempty"`
 
 	// How long one fetch may take, body included. Default: 10s.
@@ -280,6 +282,7 @@ func (a *App) pkiChecker() (*pki.Checker, error) {
 // config.
 func (a *App) Start() error {
 	if a.checker != nil {
+		a.checker.Adopt(gateway.pki.Load()) // the previous config's, on a reload
 		a.checker.Start()
 		gateway.pki.Store(a.checker)
 		cfg := a.checker.Config()

@@ -104,8 +104,11 @@ func (pkiSourceAge) Collect(ch chan<- prometheus.Metric) {
 		return
 	}
 	now := time.Now()
+	seen := make(map[string]bool)
 	for _, s := range c.Status() {
-		if s.LastSuccess != nil {
+		// A label twice would fail the whole scrape.
+		if s.LastSuccess != nil && !seen[s.Source] {
+			seen[s.Source] = true
 			ch <- prometheus.MustNewConstMetric(pkiSourceAgeDesc, prometheus.GaugeValue, now.Sub(*s.LastSuccess).Seconds(), s.Source)
 		}
 	}

@@ -213,14 +213,17 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	client.Chains = r.TLS.VerifiedChains
 	if err := checkRevocation(r.Context(), client); err != nil {
 		var ref *pki.Refusal
-		errors.As(err, &ref)
+		if !errors.As(err, &ref) {
+			// Not a verdict (none is expected): refused as not verified.
+			ref = &pki.Refusal{Reason: pki.Unverified, Detail: err.Error()}
+		}
 		pkiRefusals.WithLabelValues(string(ref.Reason)).Inc()
 		if c, sup := pkiRefusalLog.Check(m.logger, zapcore.InfoLevel, string(ref.Reason), "client certificate refused"); c != nil {
 			c.Write(append(refusalFields(ref, client.Chains, nil), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
 		}
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, revocationMessages[ref.Reason])
 	}
-	watchExpiry(client.Chains[0][0])
+	watchExpiry(client.Chains)
 	countClient(client.Subject)
 	id = client
 	if conn, ok := r.Context().Value(connKey{}).(*mtlsident.Conn); ok {
@@ -372,10 +375,19 @@ func revoked(id mtlsident.Identity) error {
 	return nil
 }
 
-// expired refuses a client whose certificate is past its notAfter.
+// expired refuses a client whose certificate, or a CA certificate of its
+// verified chains, is past its notAfter.
 func expired(id mtlsident.Identity) error {
-	if !id.NotAfter.IsZero() && time.Now().After(id.NotAfter) {
+	now := time.Now()
+	if !id.NotAfter.IsZero() && now.After(id.NotAfter) {
 		return &pki.Refusal{Reason: pki.Expired, Detail: "client certificate past its notAfter " + id.NotAfter.UTC().Format(time.RFC3339)}
+	}
+	for _, chain := range id.Chains {
+		for _, cert := range chain {
+			if now.After(cert.NotAfter) {
+				return &pki.Refusal{Reason: pki.Expired, Cert: cert, Detail: "a certificate of its chain past its notAfter " + cert.NotAfter.UTC().Format(time.RFC3339)}
+			}
+		}
 	}
 	return nil
 }
@@ -390,11 +402,23 @@ var expiryWatches struct {
 	n atomic.Int64
 }
 
-// watchExpiry sets a sweep for just after cert expires, so that its
-// client's connections and streams are closed within a second of it; one
-// sweep for all certificates that expire in the same second.
-func watchExpiry(cert *x509.Certificate) {
-	at := cert.NotAfter.Unix()
+// watchExpiry sets a sweep for just after the first certificate of a
+// client's verified chains expires (its own, or a CA's), so that its
+// connections and streams are closed within a second of it; one sweep for
+// all clients whose chains expire in the same second.
+func watchExpiry(chains [][]*x509.Certificate) {
+	var end time.Time
+	for _, chain := range chains {
+		for _, cert := range chain {
+			if end.IsZero() || cert.NotAfter.Before(end) {
+				end = cert.NotAfter
+			}
+		}
+	}
+	if end.IsZero() {
+		return
+	}
+	at := end.Unix()
 	if _, ok := expiryWatches.Load(at); ok {
 		return
 	}
@@ -405,7 +429,7 @@ func watchExpiry(cert *x509.Certificate) {
 		return
 	}
 	expiryWatches.n.Add(1)
-	time.AfterFunc(time.Until(cert.NotAfter)+10*time.Millisecond, func() {
+	time.AfterFunc(time.Until(end)+10*time.Millisecond, func() {
 		expiryWatches.Delete(at)
 		expiryWatches.n.Add(-1)
 		sweepDenied()

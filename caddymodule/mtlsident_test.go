@@ -23,6 +23,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nutsgate/nutsgate/mtlsident"
+	"github.com/nutsgate/nutsgate/pki"
 )
 
 // clientCert makes a self-signed certificate for subject.
@@ -353,4 +354,24 @@ func BenchmarkMTLSIdent(b *testing.B) {
 			}
 		}
 	})
+}
+
+// A client whose chain holds a CA certificate that expires before its own
+// is cut off when that CA's certificate expires: the sweep is set for the
+// earliest notAfter of its chains, and the client is then expired.
+func TestExpiryOfTheChain(t *testing.T) {
+	leafEnd := time.Now().Add(48 * time.Hour).Truncate(time.Second)
+	caEnd := time.Now().Add(-time.Second).Truncate(time.Second) // just expired
+	leaf := &x509.Certificate{NotAfter: leafEnd}
+	chains := [][]*x509.Certificate{{leaf, {NotAfter: caEnd}, {NotAfter: leafEnd.Add(time.Hour)}}}
+	id := mtlsident.Identity{NotAfter: leafEnd, Chains: chains}
+	var r *pki.Refusal
+	if err := expired(id); !errors.As(err, &r) || r.Reason != pki.Expired {
+		t.Fatalf("client under an expired CA: %v, want an expired refusal", err)
+	}
+	soon := time.Now().Add(time.Hour).Truncate(time.Second)
+	watchExpiry([][]*x509.Certificate{{leaf, {NotAfter: soon}}})
+	if _, ok := expiryWatches.Load(soon.Unix()); !ok {
+		t.Fatal("no sweep set for the CA's notAfter, the earliest of the chain")
+	}
 }

@@ -70,7 +70,7 @@ func (v *NutsPKIVerifier) Provision(ctx caddy.Context) error {
 func (v *NutsPKIVerifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
 	err := v.checker.Check(context.Background(), verifiedChains)
 	if err == nil {
-		watchExpiry(verifiedChains[0][0])
+		watchExpiry(verifiedChains)
 		return nil
 	}
 	var r *pki.Refusal

@@ -119,6 +119,7 @@ type shippedConfig struct {
 var shippedConfigs = []shippedConfig{
 	{name: "Caddyfile.example"},
 	{name: "deploy/multi-tenant/Caddyfile"},
+	{name: "deploy/fleet/Caddyfile"},
 	{name: "Caddyfile", quickStart: true},
 }
 

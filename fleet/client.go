@@ -70,7 +70,7 @@ type Client struct {
 	timeout time.Duration
 	logger  *zap.Logger
 
-	up       atomic.Bool
+	state    atomic.Int32 // unknown until the first health check, then up or down
 	failures atomic.Int64
 	offset   atomic.Int64 // Redis's clock minus ours, in microseconds
 
@@ -213,7 +213,14 @@ func (c *Client) Close() error {
 
 // Up reports whether Redis is usable: its last health check passed and
 // calls have not failed since.
-func (c *Client) Up() bool { return c.up.Load() }
+func (c *Client) Up() bool { return c.state.Load() == stateUp }
+
+// The states of a Client.
+const (
+	stateUnknown int32 = iota
+	stateUp
+	stateDown
+)
 
 // Key is name under the client's prefix.
 func (c *Client) Key(name string) string { return c.prefix + ":" + name }
@@ -297,7 +304,11 @@ func (c *Client) check(ctx context.Context) {
 
 // setUp marks Redis up or down, logging and calling the hooks on a change.
 func (c *Client) setUp(up bool, err error) {
-	if c.up.Swap(up) == up {
+	next := stateDown
+	if up {
+		next = stateUp
+	}
+	if c.state.Swap(next) == next {
 		return
 	}
 	if c.upHook != nil {

@@ -9,11 +9,16 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
+
 	"github.com/nutsgate/nutsgate/mtlsident"
+	"github.com/nutsgate/nutsgate/ratelimit"
 )
 
 // testRedis is a redis-server of one test, without persistence, on a free
@@ -23,7 +28,7 @@ type testRedis struct {
 	cmd  *exec.Cmd
 }
 
-func startRedis(t *testing.T) *testRedis {
+func startRedis(t testing.TB) *testRedis {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -38,7 +43,7 @@ func startRedis(t *testing.T) *testRedis {
 }
 
 // start runs redis-server on r's port and waits until it answers.
-func (r *testRedis) start(t *testing.T) {
+func (r *testRedis) start(t testing.TB) {
 	t.Helper()
 	path, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -77,7 +82,7 @@ func (r *testRedis) signal(t *testing.T, sig syscall.Signal) {
 }
 
 // client returns an up client of r, closed at the end of the test.
-func (r *testRedis) client(t *testing.T, prefix string) *Client {
+func (r *testRedis) client(t testing.TB, prefix string) *Client {
 	t.Helper()
 	c, err := New(Config{Address: "redis://" + r.addr() + "/0", Prefix: prefix}, Options{})
 	if err != nil {
@@ -89,7 +94,7 @@ func (r *testRedis) client(t *testing.T, prefix string) *Client {
 	return c
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
+func waitFor(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for !cond() {
@@ -301,4 +306,112 @@ func TestParseRecord(t *testing.T) {
 	if len(recs) != 1 || bad != 3 {
 		t.Fatalf("records %v, bad %d: want only cn=a, 3 bad", recs, bad)
 	}
+}
+
+// commandCalls is how many times Redis has run cmd (INFO commandstats).
+func commandCalls(t testing.TB, c *Client, cmd string) int {
+	t.Helper()
+	info, err := c.rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
+			n, _ := strconv.Atoi(rest[:strings.IndexByte(rest, ',')])
+			return n
+		}
+	}
+	return 0
+}
+
+// TestLimiterRoundTrips counts Redis's work per decision: one script call
+// for an allowed request, none for a key over its limit until its retry
+// time.
+func TestLimiterRoundTrips(t *testing.T) {
+	r := startRedis(t)
+	c := r.client(t, "fleet")
+	l := NewLimiter(c, "z", 1, time.Hour, 10, 100)
+	if ok, _, err := l.Allow(context.Background(), "warm"); !ok || err != nil { // loads the script
+		t.Fatal(ok, err)
+	}
+	before := commandCalls(t, c, "evalsha")
+	for range 10 {
+		if ok, _, err := l.Allow(context.Background(), "k"); !ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if n := commandCalls(t, c, "evalsha") - before; n != 10 {
+		t.Fatalf("%d script calls for 10 allowed requests, want 10", n)
+	}
+	for range 100 {
+		if ok, _, err := l.Allow(context.Background(), "k"); ok || err != nil {
+			t.Fatal(ok, err)
+		}
+	}
+	if n := commandCalls(t, c, "evalsha") - before; n != 11 {
+		t.Fatalf("%d script calls after 100 refusals, want 11 (one refusal from Redis, then none)", n)
+	}
+}
+
+// BenchmarkLimiter is the cost of a distributed decision against the local
+// one, in the same run: an allowed request (one round trip to Redis on
+// loopback) and a key over its limit (remembered, no round trip).
+func BenchmarkLimiter(b *testing.B) {
+	r := startRedis(b)
+	c := r.client(b, "bench")
+	local, err := ratelimit.New(ratelimit.Config{Events: 1 << 30, Per: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("local", func(b *testing.B) {
+		for b.Loop() {
+			if ok, _ := local.Allow("k", time.Now()); !ok {
+				b.Fatal("refused")
+			}
+		}
+	})
+	allowed := NewLimiter(c, "allowed", 1<<30, time.Second, 1<<20, 100)
+	b.Run("distributed allowed", func(b *testing.B) {
+		for b.Loop() {
+			if ok, _, err := allowed.Allow(context.Background(), "k"); !ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+	over := NewLimiter(c, "over", 1, time.Hour, 1, 100)
+	over.Allow(context.Background(), "k")
+	b.Run("distributed over limit", func(b *testing.B) {
+		for b.Loop() {
+			if ok, _, err := over.Allow(context.Background(), "k"); ok || err != nil {
+				b.Fatal(ok, err)
+			}
+		}
+	})
+}
+
+// TestUnreachableAtStart: a client whose Redis is not there from the start
+// says so in the log, and joins once it appears.
+func TestUnreachableAtStart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &testRedis{port: l.Addr().(*net.TCPAddr).Port}
+	l.Close()
+	core, logs := observer.New(zap.InfoLevel)
+	c, err := New(Config{Address: "redis://" + r.addr()}, Options{Logger: zap.New(core)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Start()
+	waitFor(t, "an error line", func() bool {
+		return logs.FilterLevelExact(zap.ErrorLevel).FilterMessageSnippet("redis unreachable").Len() > 0
+	})
+	if c.Up() {
+		t.Fatal("up without redis")
+	}
+	r.start(t)
+	t.Cleanup(r.kill)
+	waitFor(t, "redis up", c.Up)
 }

@@ -7,9 +7,15 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"io/fs"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -37,6 +43,8 @@ const (
 	// maxPointsPerCert bounds the distribution points followed per
 	// certificate.
 	maxPointsPerCert = 8
+	// maxFetches bounds the fetches under way at once.
+	maxFetches = 4
 	// warnEvery bounds how often one source's unknown status is logged.
 	warnEvery = time.Minute
 )
@@ -84,9 +92,14 @@ type Checker struct {
 	ctx      context.Context // ends with Stop; every fetch runs in it
 	stop     context.CancelFunc
 	fetches  sync.WaitGroup
-	saving   sync.Mutex    // one write to the state directory at a time
+	slots    chan struct{} // one per fetch under way: at most maxFetches
 	loopDone chan struct{} // closed when the refresh loop ends; nil if not started
 	lastTick time.Time
+
+	capWarned atomic.Bool // maxCRLSources reached and logged
+	// warned is the unix nanoseconds of the last warning of an unknown
+	// status from a source not known yet.
+	warned atomic.Int64
 }
 
 // sourceState is what every source records of its fetches; the Checker's
@@ -102,12 +115,35 @@ type sourceState struct {
 	warned      atomic.Int64  // unix nanoseconds of the last warning of an unknown status
 }
 
-// nextAttempt is when the source is fetched again.
-func (s *sourceState) nextAttempt(refresh time.Duration) time.Time {
-	if s.lastErr != "" {
-		return s.lastAttempt.Add(min(refresh, retryFailed))
+// firstFetching reports whether the first fetch of the source is under
+// way: only that one is waited for; a retry after a failure is not.
+func (s *sourceState) firstFetching() bool {
+	return s.fetching != nil && s.lastAttempt.IsZero()
+}
+
+// nextAttempt is when the source is fetched again: a refresh after the
+// last attempt, or at nextUpdate (of the CRL held; zero: none) if that
+// comes first. After a failed attempt, or one that left a CRL already past
+// its nextUpdate, it is tried again sooner: within retryFailed.
+func (s *sourceState) nextAttempt(refresh time.Duration, nextUpdate time.Time) time.Time {
+	retry := s.lastAttempt.Add(min(refresh, retryFailed))
+	switch {
+	case s.lastErr != "":
+		return retry
+	case nextUpdate.IsZero():
+		return s.lastAttempt.Add(refresh)
+	case nextUpdate.After(s.lastAttempt):
+		return earliest(s.lastAttempt.Add(refresh), nextUpdate)
+	default:
+		return retry
 	}
-	return s.lastAttempt.Add(refresh)
+}
+
+func earliest(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // denySource is the denylist's source.
@@ -132,10 +168,13 @@ func New(cfg Config) *Checker {
 	if cfg.Logger == nil {
 		cfg.Logger = zap.NewNop()
 	}
-	c := &Checker{cfg: cfg, client: newHTTPClient(), now: time.Now, crls: make(map[string]*crlSource)}
+	c := &Checker{cfg: cfg, client: newHTTPClient(), now: time.Now, crls: make(map[string]*crlSource),
+		slots: make(chan struct{}, maxFetches)}
 	c.ctx, c.stop = context.WithCancel(context.Background())
 	for _, src := range cfg.CRLs {
-		c.extra = append(c.extra, c.newCRLSource(src))
+		if c.configured(src) == nil {
+			c.extra = append(c.extra, c.newCRLSource(src))
+		}
 	}
 	if cfg.Denylist != "" {
 		c.deny = &denySource{sourceState: sourceState{name: cfg.Denylist}}
@@ -147,6 +186,50 @@ func New(cfg Config) *Checker {
 
 // Config returns the configuration in force, defaults filled in.
 func (c *Checker) Config() Config { return c.cfg }
+
+// Adopt takes over what prev, the Checker of the config before a reload,
+// holds, so that the connections it let in are judged by what was known of
+// their sources rather than as never fetched: the distribution points'
+// sources (CRL, CAs, last fetches; not fetched again before their time)
+// and, for the configured CRLs and the denylist of the same name that c
+// does not hold (from its state directory), prev's copy (the denylist only
+// if both trust the same signer). c's configuration and state directory
+// stay its own. Call it before Start; prev may be nil.
+func (c *Checker) Adopt(prev *Checker) {
+	if prev == nil || prev == c {
+		return
+	}
+	prev.mu.RLock()
+	defer prev.mu.RUnlock()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for name, ps := range prev.crls {
+		if prev.configured(name) == ps || c.crls[name] != nil || c.configured(name) != nil || len(c.crls) >= maxCRLSources {
+			continue
+		}
+		s := &crlSource{sourceState: sourceState{name: name, attempted: true, lastAttempt: ps.lastAttempt,
+			lastSuccess: ps.lastSuccess, lastErr: ps.lastErr}, held: ps.held, issuers: maps.Clone(ps.issuers)}
+		s.run = func() { c.fetchCRL(s) }
+		c.crls[name] = s
+	}
+	for _, s := range c.extra {
+		ps := prev.crls[s.name]
+		if ps == nil {
+			ps = prev.configured(s.name)
+		}
+		if s.held != nil || ps == nil || ps.held == nil {
+			continue
+		}
+		s.held, s.lastSuccess = ps.held, ps.lastSuccess
+		for _, issuer := range ps.issuers {
+			s.addIssuer(issuer)
+		}
+	}
+	if d, pd := c.deny, prev.deny; d != nil && pd != nil && d.held == nil && pd.held != nil && d.name == pd.name &&
+		bytes.Equal(c.cfg.Signer, prev.cfg.Signer) {
+		d.held, d.raw, d.lastSuccess = pd.held, pd.raw, pd.lastSuccess
+	}
+}
 
 // Start fetches every configured source and then keeps every source fresh,
 // until Stop.
@@ -160,7 +243,11 @@ func (c *Checker) Start() {
 // Stop ends the refreshes, cancels the fetches under way and waits for
 // them to end.
 func (c *Checker) Stop() {
+	// Under the lock: startFetch, which checks c.ctx under it, then adds no
+	// fetch once Wait below may have begun.
+	c.mu.Lock()
 	c.stop()
+	c.mu.Unlock()
 	if c.loopDone != nil {
 		<-c.loopDone
 	}
@@ -190,29 +277,30 @@ func (c *Checker) tick() {
 	c.mu.Lock()
 	last := c.lastTick
 	c.lastTick = now
-	due := func(s *sourceState, heldDue time.Time) {
-		if s.fetching == nil && (!s.attempted || !now.Before(s.nextAttempt(c.cfg.Refresh))) {
+	// fetchIfDue starts the fetch of s if one is due, and notes whether
+	// what it holds (past due since heldDue; zero: none held) went past
+	// MaxStale since the last tick.
+	fetchIfDue := func(s *sourceState, heldDue, nextUpdate time.Time) {
+		if s.fetching == nil && (!s.attempted || !now.Before(s.nextAttempt(c.cfg.Refresh, nextUpdate))) {
 			c.startFetch(s)
 		}
-		if c.cfg.MaxStale > 0 && !heldDue.IsZero() {
-			if limit := heldDue.Add(c.cfg.MaxStale); last.Before(limit) && !now.Before(limit) {
-				crossed = true
-			}
+		if c.cfg.MaxStale > 0 && !heldDue.IsZero() && !c.pastMaxStale(heldDue, last) && c.pastMaxStale(heldDue, now) {
+			crossed = true
 		}
 	}
 	for _, s := range c.allCRLs() {
-		var d time.Time
+		var d, next time.Time
 		if s.held != nil {
-			d = s.held.due(s.lastSuccess, c.cfg.Refresh)
+			d, next = s.held.due(s.lastSuccess, c.cfg.Refresh), s.held.list.NextUpdate
 		}
-		due(&s.sourceState, d)
+		fetchIfDue(&s.sourceState, d, next)
 	}
 	if c.deny != nil {
 		var d time.Time
 		if c.deny.held != nil {
-			d = c.deny.lastSuccess.Add(c.cfg.Refresh)
+			d = refreshDue(c.deny.lastSuccess, c.cfg.Refresh)
 		}
-		due(&c.deny.sourceState, d)
+		fetchIfDue(&c.deny.sourceState, d, time.Time{})
 	}
 	c.mu.Unlock()
 	if crossed && c.cfg.Changed != nil {
@@ -220,14 +308,28 @@ func (c *Checker) tick() {
 	}
 }
 
-// allCRLs lists every CRL source; the lock is held.
+// allCRLs lists every CRL source once; the lock is held.
 func (c *Checker) allCRLs() []*crlSource {
 	all := make([]*crlSource, 0, len(c.crls)+len(c.extra))
 	all = append(all, c.extra...)
 	for _, s := range c.crls {
-		all = append(all, s)
+		if c.configured(s.name) != s {
+			all = append(all, s)
+		}
 	}
 	return all
+}
+
+// configured returns the configured CRL source of that name; nil if there
+// is none. A distribution point that is also configured is that one
+// source.
+func (c *Checker) configured(name string) *crlSource {
+	for _, s := range c.extra {
+		if s.name == name {
+			return s
+		}
+	}
+	return nil
 }
 
 // startFetch runs the fetch of a source in the background, unless the
@@ -241,6 +343,16 @@ func (c *Checker) startFetch(s *sourceState) {
 	c.fetches.Add(1)
 	go func() {
 		defer c.fetches.Done()
+		select {
+		case c.slots <- struct{}{}: // at most maxFetches at once
+		case <-c.ctx.Done():
+			now := c.now()
+			c.mu.Lock()
+			c.record(s, now, c.ctx.Err())
+			c.mu.Unlock()
+			return
+		}
+		defer func() { <-c.slots }()
 		s.run()
 	}()
 }
@@ -256,18 +368,23 @@ func (c *Checker) newCRLSource(name string) *crlSource {
 
 // fetchCRL fetches a CRL source once and, if the CRL is good, holds it.
 func (c *Checker) fetchCRL(s *crlSource) {
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
-	defer cancel()
-	data, err := c.fetch(ctx, s.name, MaxCRLSize)
+	data, err := c.fetchTimed(s.name, MaxCRLSize)
 	var list *x509.RevocationList
 	if err == nil {
 		list, err = ParseCRL(data)
 	}
-	c.mu.Lock()
+	// Indexed and verified off the lock, against the CAs known now.
 	now := c.now()
 	var held *heldCRL
 	if err == nil {
-		held, err = s.accept(list, now)
+		c.mu.RLock()
+		issuers := maps.Clone(s.issuers)
+		c.mu.RUnlock()
+		held, err = verifyCRL(list, issuers, now)
+	}
+	c.mu.Lock()
+	if err == nil {
+		err = s.noRollback(list)
 	}
 	c.record(&s.sourceState, now, err)
 	changed := false
@@ -275,52 +392,58 @@ func (c *Checker) fetchCRL(s *crlSource) {
 		s.held, changed = held, true
 	}
 	c.mu.Unlock()
-	if err != nil {
-		c.failed(s.name, "CRL", err)
-		return
-	}
-	if changed {
-		c.cfg.Logger.Info("CRL updated", zap.String("source", s.name), zap.String("issuer", list.Issuer.String()),
-			zap.Int("revoked", len(held.revoked)), zap.Time("next_update", list.NextUpdate))
-		c.saveState(s.name, list.Raw, func() []byte {
-			if s.held == nil {
-				return nil
-			}
-			return s.held.list.Raw
-		})
-		if c.cfg.Changed != nil {
-			c.cfg.Changed()
+	c.finish(s.name, "CRL", err, changed, func() {
+		if held.trusted.Load() { // else kept once a CA is found to sign it (keepConfigured)
+			c.saveCRL(s, list.Raw)
 		}
-	}
+	}, func() []zap.Field {
+		return []zap.Field{zap.String("issuer", list.Issuer.String()), zap.Int("revoked", len(held.revoked)), zap.Time("next_update", list.NextUpdate)}
+	})
 }
 
 // fetchDenylist fetches the denylist once and, if it verifies, holds it.
 func (c *Checker) fetchDenylist() {
 	s := c.deny
-	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
-	defer cancel()
-	data, err := c.fetch(ctx, s.name, MaxDenylistSize)
+	data, err := c.fetchTimed(s.name, MaxDenylistSize)
 	var list *Denylist
 	if err == nil {
 		list, err = ParseDenylist(data, c.cfg.Signer)
 	}
+	now := c.now()
 	c.mu.Lock()
-	c.record(&s.sourceState, c.now(), err)
+	c.record(&s.sourceState, now, err)
 	changed := false
 	if err == nil && !bytes.Equal(s.raw, data) {
 		s.held, s.raw, changed = list, data, true
 	}
 	c.mu.Unlock()
+	c.finish(s.name, "denylist", err, changed, func() {
+		c.saveState(s.name, data, func() []byte { return s.raw }, nil)
+	}, func() []zap.Field { return []zap.Field{zap.Int("entries", list.Len())} })
+}
+
+// fetchTimed reads source within the fetch timeout, at most max bytes.
+func (c *Checker) fetchTimed(source string, max int64) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(c.ctx, c.cfg.FetchTimeout)
+	defer cancel()
+	return c.fetch(ctx, source, max)
+}
+
+// finish ends a fetch of what (a CRL, the denylist) from source, the lock
+// released: a failure is logged and counted; a change is logged (with
+// fields), kept in the state directory (save) and told to Changed.
+func (c *Checker) finish(source, what string, err error, changed bool, save func(), fields func() []zap.Field) {
 	if err != nil {
-		c.failed(s.name, "denylist", err)
+		c.failed(source, what, err)
 		return
 	}
-	if changed {
-		c.cfg.Logger.Info("denylist updated", zap.String("source", s.name), zap.Int("entries", list.Len()))
-		c.saveState(s.name, data, func() []byte { return s.raw })
-		if c.cfg.Changed != nil {
-			c.cfg.Changed()
-		}
+	if !changed {
+		return
+	}
+	c.cfg.Logger.Info(what+" updated", append([]zap.Field{zap.String("source", source)}, fields()...)...)
+	save()
+	if c.cfg.Changed != nil {
+		c.cfg.Changed()
 	}
 }
 
@@ -339,7 +462,11 @@ func (c *Checker) record(s *sourceState, now time.Time, err error) {
 	}
 }
 
+// failed logs and counts a failed fetch; not one that Stop cancelled.
 func (c *Checker) failed(source, what string, err error) {
+	if c.ctx.Err() != nil {
+		return
+	}
 	c.cfg.Logger.Warn(what+" fetch failed; the last good one stays in force", zap.String("source", source), zap.Error(err))
 	if c.cfg.FetchFailed != nil {
 		c.cfg.FetchFailed(source)
@@ -359,21 +486,32 @@ func (c *Checker) statePath(source string) string {
 	return filepath.Join(c.cfg.StateDir, "crl-"+hex.EncodeToString(sum[:16])+".der")
 }
 
+// stateWrites orders the writes to state directories, of every Checker:
+// during a reload the old config's and the new one's share one.
+var stateWrites sync.Mutex
+
 // saveState writes what source gave to the state directory, unless it no
 // longer holds it (held, called under the lock, tells what it holds): two
-// fetches that end close together write in the order they were held.
-func (c *Checker) saveState(source string, data []byte, held func() []byte) {
+// fetches that end close together write in the order they were held. If
+// newer is set and reports that the file holds something newer (another
+// Checker wrote it), the file is left as it is.
+func (c *Checker) saveState(source string, data []byte, held func() []byte, newer func(onDisk []byte) bool) {
 	path := c.statePath(source)
 	if path == "" {
 		return
 	}
-	c.saving.Lock()
-	defer c.saving.Unlock()
+	stateWrites.Lock()
+	defer stateWrites.Unlock()
 	c.mu.RLock()
 	current := bytes.Equal(held(), data)
 	c.mu.RUnlock()
 	if !current {
 		return
+	}
+	if newer != nil {
+		if onDisk, err := readFile(path, MaxCRLSize); err == nil && newer(onDisk) {
+			return
+		}
 	}
 	err := os.MkdirAll(c.cfg.StateDir, 0o700)
 	if err == nil {
@@ -385,9 +523,86 @@ func (c *Checker) saveState(source string, data []byte, held func() []byte) {
 	}
 }
 
-// loadCRLState reads what the state directory keeps of a CRL source; the
-// CRL's signature is checked when a certificate uses it.
+// saveCRL writes the CRL of s to the state directory, unless s no longer
+// holds it.
+func (c *Checker) saveCRL(s *crlSource, raw []byte) {
+	c.saveState(s.name, raw, func() []byte {
+		if s.held == nil {
+			return nil
+		}
+		return s.held.list.Raw
+	}, func(onDisk []byte) bool {
+		return newerCRL(onDisk, raw)
+	})
+}
+
+// newerCRL reports whether onDisk is a CRL of the same issuer as raw with
+// a higher number.
+func newerCRL(onDisk, raw []byte) bool {
+	disk, err := ParseCRL(onDisk)
+	if err != nil || disk.Number == nil {
+		return false
+	}
+	list, err := x509.ParseRevocationList(raw)
+	if err != nil || list.Number == nil {
+		return false
+	}
+	return bytes.Equal(disk.RawIssuer, list.RawIssuer) && disk.Number.Cmp(list.Number) > 0
+}
+
+// keepConfigured writes to the state directory a configured source's
+// issuers and its CRL, now verified by one of them; the lock is not held.
+func (c *Checker) keepConfigured(s *crlSource) {
+	path := c.issuersPath(s.name)
+	if path == "" {
+		return
+	}
+	c.mu.RLock()
+	var certs []*x509.Certificate
+	for _, cert := range s.issuers {
+		certs = append(certs, cert)
+	}
+	var raw []byte
+	if s.held != nil && s.held.trusted.Load() {
+		raw = s.held.list.Raw
+	}
+	c.mu.RUnlock()
+	slices.SortFunc(certs, func(a, b *x509.Certificate) int { return bytes.Compare(a.Raw, b.Raw) })
+	var data []byte
+	for _, cert := range certs {
+		data = append(data, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: cert.Raw})...)
+	}
+	stateWrites.Lock()
+	err := os.MkdirAll(c.cfg.StateDir, 0o700)
+	if err == nil {
+		err = atomicfile.Write(path, data, 0o600)
+	}
+	stateWrites.Unlock()
+	if err != nil {
+		c.cfg.Logger.Warn("cannot keep the CAs of a CRL source in the state directory; after a restart its first fetch is not verified",
+			zap.String("source", s.name), zap.Error(err))
+	}
+	if raw != nil {
+		c.saveCRL(s, raw)
+	}
+}
+
+// issuersPath is the file in the state directory that keeps the CAs found
+// to sign a configured source's CRL; empty if the source is not kept.
+func (c *Checker) issuersPath(source string) string {
+	path := c.statePath(source)
+	if path == "" {
+		return ""
+	}
+	return strings.TrimSuffix(path, ".der") + ".issuers.pem"
+}
+
+// loadCRLState reads what the state directory keeps of a CRL source: the
+// CAs found to sign a configured source's CRL, and the CRL, which must be
+// signed by one of them if any are kept (else its signature is checked
+// when a certificate uses it).
 func (c *Checker) loadCRLState(s *crlSource) {
+	c.loadIssuers(s)
 	data, fetched, ok := c.readState(s.name)
 	if !ok {
 		return
@@ -397,7 +612,39 @@ func (c *Checker) loadCRLState(s *crlSource) {
 		c.cfg.Logger.Warn("state directory CRL unreadable; ignored", zap.String("source", s.name), zap.Error(err))
 		return
 	}
-	s.held, s.lastSuccess = newHeldCRL(list), fetched
+	held := newHeldCRL(list)
+	if len(s.issuers) > 0 && !held.signedByOneOf(s.issuers) {
+		c.cfg.Logger.Warn("state directory CRL not signed by the CA of its source; ignored", zap.String("source", s.name))
+		return
+	}
+	s.held, s.lastSuccess = held, fetched
+}
+
+// loadIssuers reads the CAs kept for a configured source.
+func (c *Checker) loadIssuers(s *crlSource) {
+	path := c.issuersPath(s.name)
+	if path == "" {
+		return
+	}
+	data, err := readFile(path, 1<<20)
+	if err != nil {
+		if !errors.Is(err, fs.ErrNotExist) {
+			c.cfg.Logger.Warn("state directory CAs of a CRL source unreadable; ignored", zap.String("file", path), zap.Error(err))
+		}
+		return
+	}
+	for {
+		var b *pem.Block
+		if b, data = pem.Decode(data); b == nil {
+			return
+		}
+		cert, err := x509.ParseCertificate(b.Bytes)
+		if b.Type != "CERTIFICATE" || err != nil {
+			c.cfg.Logger.Warn("state directory CAs of a CRL source: a block is not a certificate; ignored", zap.String("file", path))
+			continue
+		}
+		s.addIssuer(cert)
+	}
 }
 
 // loadDenyState reads what the state directory keeps of the denylist.

@@ -18,6 +18,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,6 +26,9 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
 )
 
 // testCA is a certificate authority of a test: it issues certificates
@@ -43,6 +47,7 @@ type crlServer struct {
 	files  map[string][]byte
 	status int // answer with this status instead, if not 0
 	hits   atomic.Int64
+	gate   chan struct{} // if set, every answer waits until it is closed
 }
 
 func newCRLServer(t *testing.T) *crlServer {
@@ -51,8 +56,11 @@ func newCRLServer(t *testing.T) *crlServer {
 		s.hits.Add(1)
 		s.mu.Lock()
 		data, ok := s.files[r.URL.Path]
-		status := s.status
+		status, gate := s.status, s.gate
 		s.mu.Unlock()
+		if gate != nil {
+			<-gate
+		}
 		switch {
 		case status != 0:
 			w.WriteHeader(status)
@@ -442,7 +450,7 @@ func TestStateDirSurvivesRestart(t *testing.T) {
 
 func TestConfiguredCRLFile(t *testing.T) {
 	s := newSetup(t)
-	leaf := s.int.issue(t, "no-cdp", time.Now().Add(time.Hour))
+	leaf := s.int.issue(t, "no-cdp", time.Now().Add(3*time.Hour))
 	leaf.CRLDistributionPoints = nil
 	path := filepath.Join(t.TempDir(), "int.pem")
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: s.int.crl(t, 3, leaf)}), 0o600); err != nil {
@@ -579,4 +587,409 @@ func readTestdata(t *testing.T, name string) []byte {
 		t.Fatal(err)
 	}
 	return data
+}
+
+// A source whose first fetch failed is not waited for again while it is
+// retried: only the first attempt is.
+func TestRetryNotWaitedFor(t *testing.T) {
+	s := newSetup(t)
+	s.srv.fail(http.StatusServiceUnavailable)
+	c := New(Config{FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	expectReason(t, "CRL server down", c.Check(context.Background(), s.chain(s.good)), "")
+	c.mu.Lock()
+	for _, src := range c.allCRLs() {
+		c.startFetch(&src.sourceState) // the retry, under way
+	}
+	c.mu.Unlock()
+	c.mu.RLock()
+	ready := c.ready(s.chain(s.good))
+	c.mu.RUnlock()
+	if wait := c.prepare(context.Background(), s.chain(s.good)); !ready || len(wait) != 0 {
+		t.Fatalf("during a retry: ready %v, %d fetches to wait for; want ready and none", ready, len(wait))
+	}
+}
+
+// Past maxCRLSources, a distribution point not followed does not make
+// every check take the write lock, and the cap is logged once.
+func TestSourceCap(t *testing.T) {
+	s := newSetup(t)
+	core, logs := observer.New(zap.WarnLevel)
+	c := New(Config{FetchTimeout: 2 * time.Second, Logger: zap.New(core)})
+	t.Cleanup(c.Stop)
+	c.mu.Lock()
+	for i := range maxCRLSources {
+		name := "https://full.example/" + strconv.Itoa(i)
+		c.crls[name] = &crlSource{sourceState: sourceState{name: name, attempted: true}}
+	}
+	c.mu.Unlock()
+	for range 3 {
+		expectReason(t, "good leaf, its CRLs not followed", c.Check(context.Background(), s.chain(s.good)), "")
+	}
+	c.mu.RLock()
+	ready := c.ready(s.chain(s.good))
+	c.mu.RUnlock()
+	if n := logs.FilterMessageSnippet("too many CRL").Len(); !ready || n != 1 {
+		t.Fatalf("ready %v, cap logged %d times; want ready, logged once", ready, n)
+	}
+}
+
+// A CRL whose nextUpdate comes before the next refresh is fetched again at
+// its nextUpdate.
+func TestRefetchAtNextUpdate(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crlAt(t, 2, time.Now().Add(-time.Minute), time.Now().Add(10*time.Minute)))
+	c := New(Config{FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	expectReason(t, "good leaf", c.Check(context.Background(), s.chain(s.good)), "")
+	c.mu.RLock()
+	src := c.crls[s.int.crlURL]
+	first := src.lastAttempt
+	c.mu.RUnlock()
+	now := time.Now()
+	c.now = func() time.Time { return now.Add(11 * time.Minute) }
+	c.tick()
+	c.mu.RLock()
+	fetched := src.fetching != nil || !src.lastAttempt.Equal(first)
+	c.mu.RUnlock()
+	if !fetched {
+		t.Fatal("CRL past its nextUpdate (10 min) not fetched again before the refresh (1h)")
+	}
+}
+
+// The denylist is not past due while its refresh is under way.
+func TestDenylistNotDueAtRefresh(t *testing.T) {
+	s := newSetup(t)
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, s.lost)))
+	c := New(Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, MaxStale: time.Second, FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	refetch(t, c)
+	c.mu.RLock()
+	last := c.deny.lastSuccess
+	c.mu.RUnlock()
+	c.now = func() time.Time { return last.Add(DefaultRefresh + 2*time.Second) }
+	leaf := s.int.issue(t, "no-cdp", time.Now().Add(3*time.Hour))
+	leaf.CRLDistributionPoints = nil
+	expectReason(t, "2 s after the refresh started, max_stale 1s", c.Held([][]*x509.Certificate{{leaf}}), "")
+}
+
+// A fetch that Stop cancels is not a failed fetch.
+func TestStopNotAFailure(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-r.Context().Done()
+	}))
+	defer srv.Close()
+	var failed atomic.Int64
+	core, logs := observer.New(zap.WarnLevel)
+	c := New(Config{CRLs: []string{srv.URL + "/ca.crl"}, FetchTimeout: time.Minute, Logger: zap.New(core),
+		FetchFailed: func(string) { failed.Add(1) }})
+	c.Start()
+	<-arrived
+	c.Stop()
+	if n := failed.Load(); n != 0 || logs.Len() != 0 {
+		t.Fatalf("a fetch cancelled by Stop counted %d times as failed, logged %v", n, logs.All())
+	}
+}
+
+// Stop does not race the fetches that checks start meanwhile (go test
+// -race).
+func TestStopWhileChecking(t *testing.T) {
+	s := newSetup(t)
+	for range 20 {
+		c := New(Config{FetchTimeout: time.Second})
+		c.Start()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Go(func() { _ = c.Check(context.Background(), s.chain(s.good)) })
+		}
+		c.Stop()
+		wg.Wait()
+	}
+}
+
+// A CRL issued before the one held (its thisUpdate earlier) is a rollback,
+// whatever its number: a CA's CRLs without numbers are guarded too.
+func TestCRLOlderThisUpdateRefused(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crl(t, 2, s.lost))
+	c := newChecker(t, Config{})
+	expectReason(t, "revoked leaf", c.Check(context.Background(), s.chain(s.lost)), Revoked)
+	s.srv.serve("/int.crl", s.int.crlAt(t, 3, time.Now().Add(-time.Hour), time.Now().Add(time.Hour)))
+	refetch(t, c)
+	expectReason(t, "revoked leaf after an older CRL", c.Held(s.chain(s.lost)), Revoked)
+	if st := sourceStatus(t, c, s.int.crlURL); !strings.Contains(st.LastError, "thisUpdate") || st.Number != "2" {
+		t.Fatalf("status %+v, want the CRL held (number 2) and an error about thisUpdate", st)
+	}
+}
+
+// A configured CRL that is also a distribution point is one source: listed
+// once, one state file.
+func TestConfiguredDistributionPointOneSource(t *testing.T) {
+	s := newSetup(t)
+	c := newChecker(t, Config{CRLs: []string{s.int.crlURL}, StateDir: t.TempDir()})
+	expectReason(t, "good leaf", c.Check(context.Background(), s.chain(s.good)), "")
+	n := 0
+	for _, st := range c.Status() {
+		if st.Source == s.int.crlURL {
+			n++
+		}
+	}
+	c.mu.RLock()
+	same := c.crls[s.int.crlURL] == c.extra[0]
+	c.mu.RUnlock()
+	if n != 1 || !same {
+		t.Fatalf("%s listed %d times, one source object: %v; want once, one", s.int.crlURL, n, same)
+	}
+}
+
+// noCDP issues a leaf of ca that names no distribution point: only a
+// configured CRL covers it.
+func noCDP(t *testing.T, ca *testCA, name string) *x509.Certificate {
+	t.Helper()
+	leaf := ca.issue(t, name, time.Now().Add(12*time.Hour))
+	leaf.CRLDistributionPoints = nil
+	return leaf
+}
+
+// impostorCRL is a CRL in the name of ca, signed by another key.
+func impostorCRL(t *testing.T, srv *crlServer, ca *testCA, n int64) []byte {
+	t.Helper()
+	key := newKey(t)
+	tmpl := caTemplate(ca.cert.Subject.CommonName, time.Now().Add(time.Hour))
+	return makeCA(t, srv, "impostor", tmpl, tmpl, key, key).crl(t, n)
+}
+
+// A configured CRL source remembers, across a restart, the CA found to
+// sign it: after the restart, a CRL in that CA's name signed by another key
+// is refused and the good copy stays.
+func TestConfiguredCRLIssuersKept(t *testing.T) {
+	s := newSetup(t)
+	leaf := noCDP(t, s.int, "no-cdp")
+	s.srv.serve("/extra.crl", s.int.crl(t, 2, leaf))
+	dir := t.TempDir()
+	cfg := Config{CRLs: []string{s.srv.URL + "/extra.crl"}, StateDir: dir, FetchTimeout: 2 * time.Second}
+	chain := [][]*x509.Certificate{{leaf, s.int.cert, s.root.cert}}
+	first := newChecker(t, cfg)
+	refetch(t, first)
+	expectReason(t, "leaf revoked in a configured CRL", first.Check(context.Background(), chain), Revoked)
+	first.Stop()
+
+	s.srv.serve("/extra.crl", impostorCRL(t, s.srv, s.int, 3))
+	second := newChecker(t, cfg)
+	refetch(t, second)
+	expectReason(t, "leaf after a restart and an impostor's CRL", second.Check(context.Background(), chain), Revoked)
+	if st := sourceStatus(t, second, s.srv.URL+"/extra.crl"); !strings.Contains(st.LastError, "not signed") || st.Number != "2" {
+		t.Fatalf("status %+v, want the good CRL (number 2) and the impostor's refused", st)
+	}
+}
+
+// A configured CRL is written to the state directory only once a CA is
+// found to sign it.
+func TestConfiguredCRLKeptOnlyVerified(t *testing.T) {
+	s := newSetup(t)
+	leaf := noCDP(t, s.int, "no-cdp")
+	s.srv.serve("/extra.crl", s.int.crl(t, 2))
+	dir := t.TempDir()
+	cfg := Config{CRLs: []string{s.srv.URL + "/extra.crl"}, StateDir: dir}
+	c := newChecker(t, cfg)
+	refetch(t, c)
+	c.Stop() // waits for the writes
+	if files, _ := filepath.Glob(filepath.Join(dir, "crl-*.der")); len(files) != 0 {
+		t.Fatalf("state directory holds %v before any CA verified the CRL, want nothing", files)
+	}
+	c = newChecker(t, cfg)
+	refetch(t, c)
+	expectReason(t, "good leaf", c.Check(context.Background(), [][]*x509.Certificate{{leaf, s.int.cert, s.root.cert}}), "")
+	c.Stop()
+	if files, _ := filepath.Glob(filepath.Join(dir, "crl-*.der")); len(files) != 2 { // extra.crl, root.crl
+		t.Fatalf("state directory holds %v once the CRL is verified, want it and the root's", files)
+	}
+}
+
+// How a configured CRL judges a certificate: not at all if another CA
+// issued it; unknown if it is in the certificate's issuer's name but not
+// signed by it, or if it was never held.
+func TestConfiguredCRLJudged(t *testing.T) {
+	s := newSetup(t)
+	leaf := noCDP(t, s.int, "no-cdp")
+	other := newRoot(t, s.srv, "other")
+	chain := [][]*x509.Certificate{{leaf, s.int.cert, s.root.cert}}
+	for _, tc := range []struct {
+		name string
+		crl  func() []byte // nil: the source is down
+		want Reason
+	}{
+		{"another CA's CRL", func() []byte { return other.crl(t, 1) }, ""},
+		{"impostor in the issuer's name", func() []byte { return impostorCRL(t, s.srv, s.int, 1) }, Stale},
+		{"never held", nil, Stale},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := "/" + strings.ReplaceAll(tc.name, " ", "-") + ".crl"
+			if tc.crl != nil {
+				s.srv.serve(path, tc.crl())
+			}
+			c := newChecker(t, Config{CRLs: []string{s.srv.URL + path}, MaxStale: time.Hour})
+			refetch(t, c)
+			expectReason(t, tc.name+", max_stale 1h", c.Check(context.Background(), chain), tc.want)
+		})
+	}
+}
+
+// A fetched CRL is parsed, indexed and verified without the Checker's
+// lock (the clock, read when it is verified, sees the lock free), and a
+// new source's state file is read without it (its warning is logged with
+// the lock free).
+func TestCRLWorkOffTheLock(t *testing.T) {
+	s := newSetup(t)
+	dir := t.TempDir()
+	var c *Checker
+	var probing atomic.Bool
+	var locked atomic.Int64
+	probe := func() {
+		if !probing.Load() {
+			return
+		}
+		if !c.mu.TryLock() {
+			locked.Add(1)
+		} else {
+			c.mu.Unlock()
+		}
+	}
+	logger := zap.New(observerCore(), zap.Hooks(func(zapcore.Entry) error { probe(); return nil }))
+	c = New(Config{StateDir: dir, FetchTimeout: 5 * time.Second, Logger: logger})
+	c.now = func() time.Time { probe(); return time.Now() }
+	if err := os.WriteFile(c.statePath(s.int.crlURL), []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	gate := make(chan struct{})
+	s.srv.mu.Lock()
+	s.srv.gate = gate
+	s.srv.mu.Unlock()
+
+	probing.Store(true)
+	c.prepare(context.Background(), s.chain(s.good)) // its fetches wait for the gate
+	probing.Store(false)
+	close(gate)
+	c.fetches.Wait()
+	c.mu.RLock()
+	src := c.crls[s.int.crlURL]
+	c.mu.RUnlock()
+	probing.Store(true)
+	c.fetchCRL(src)
+	probing.Store(false)
+	c.Stop()
+	if n := locked.Load(); n != 0 {
+		t.Fatalf("%d times the lock was held while a CRL was read, verified or its state file read", n)
+	}
+}
+
+func observerCore() zapcore.Core {
+	core, _ := observer.New(zap.DebugLevel)
+	return core
+}
+
+// At most maxFetches fetches run at once.
+func TestFetchesBounded(t *testing.T) {
+	release := make(chan struct{})
+	var inFlight, most atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := inFlight.Add(1)
+		defer inFlight.Add(-1)
+		for m := most.Load(); n > m && !most.CompareAndSwap(m, n); m = most.Load() {
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		http.NotFound(w, r)
+	}))
+	defer srv.Close()
+	var sources []string
+	for i := range 2 * maxFetches {
+		sources = append(sources, srv.URL+"/"+strconv.Itoa(i)+".crl")
+	}
+	c := New(Config{CRLs: sources, FetchTimeout: 10 * time.Second})
+	c.Start()
+	// Let every fetch that may start reach the server.
+	for deadline := time.Now().Add(time.Second); inFlight.Load() < int64(len(sources)) && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	c.Stop()
+	if n := most.Load(); n > maxFetches {
+		t.Fatalf("%d fetches at once, want at most %d", n, maxFetches)
+	}
+}
+
+// A CRL on disk newer than the one fetched (another Checker, as the old
+// config's during a reload, wrote it) is not overwritten.
+func TestStateKeepsNewerCRL(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crl(t, 3))
+	c := New(Config{StateDir: t.TempDir(), FetchTimeout: 2 * time.Second})
+	t.Cleanup(c.Stop)
+	expectReason(t, "good leaf", c.Check(context.Background(), s.chain(s.good)), "")
+	c.fetches.Wait()
+	path := c.statePath(s.int.crlURL)
+	if err := os.WriteFile(path, s.int.crl(t, 5), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.srv.serve("/int.crl", s.int.crl(t, 4))
+	refetch(t, c)
+	c.fetches.Wait()
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	list, err := ParseCRL(data)
+	if err != nil || list.Number.Int64() != 5 {
+		t.Fatalf("state file holds CRL %v (%v), want number 5 kept", list.Number, err)
+	}
+}
+
+// After a reload, the new Checker judges the open connections of the old
+// one's clients by what the old one held.
+func TestAdopt(t *testing.T) {
+	s := newSetup(t)
+	s.srv.serve("/int.crl", s.int.crl(t, 2, s.lost))
+	pub, key, _ := ed25519.GenerateKey(rand.Reader)
+	banned := s.int.issue(t, "banned", time.Now().Add(12*time.Hour))
+	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, banned)))
+	cfg := Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, MaxStale: time.Hour, FetchTimeout: 2 * time.Second}
+	prev := newChecker(t, cfg)
+	expectReason(t, "revoked leaf", prev.Check(context.Background(), s.chain(s.lost)), Revoked)
+	refetch(t, prev)
+	s.srv.fail(http.StatusServiceUnavailable)
+
+	next := New(cfg)
+	t.Cleanup(next.Stop)
+	next.Adopt(prev)
+	expectReason(t, "revoked leaf after a reload", next.Held(s.chain(s.lost)), Revoked)
+	expectReason(t, "banned leaf after a reload", next.Held(s.chain(banned)), Banned)
+	expectReason(t, "good leaf after a reload", next.Held(s.chain(s.good)), "")
+	next.mu.RLock()
+	src := next.crls[s.int.crlURL]
+	fresh := src != nil && src.attempted && src.fetching == nil && !src.lastSuccess.IsZero()
+	next.mu.RUnlock()
+	if !fresh {
+		t.Fatal("the adopted source is not marked as fetched: it would be fetched again at once")
+	}
+	next.Adopt(nil) // the first config: nothing to adopt
+}
+
+// The warning of a source not known yet is rate-limited too.
+func TestUnknownSourceWarnedOnce(t *testing.T) {
+	s := newSetup(t)
+	core, logs := observer.New(zap.WarnLevel)
+	c := New(Config{Logger: zap.New(core)})
+	t.Cleanup(c.Stop)
+	for range 3 {
+		expectReason(t, "good leaf, its CRLs not known", c.Held(s.chain(s.good)), "")
+	}
+	if n := logs.FilterMessageSnippet("status unknown").Len(); n != 1 {
+		t.Fatalf("%d warnings, want 1", n)
+	}
 }

@@ -97,13 +97,31 @@ func (h *heldCRL) issuedBy(issuer *x509.Certificate) bool {
 	return ok
 }
 
-// due is when the CRL is past due: its nextUpdate, or, without one, a
-// refresh after it was fetched.
+// signedByOneOf reports whether one of issuers issued the CRL.
+func (h *heldCRL) signedByOneOf(issuers map[string]*x509.Certificate) bool {
+	for _, issuer := range issuers {
+		if h.issuedBy(issuer) {
+			return true
+		}
+	}
+	return false
+}
+
+// due is when the CRL is past due: its nextUpdate, or, without one, as
+// the denylist (see refreshDue).
 func (h *heldCRL) due(fetched time.Time, refresh time.Duration) time.Time {
 	if !h.list.NextUpdate.IsZero() {
 		return h.list.NextUpdate
 	}
-	return fetched.Add(refresh)
+	return refreshDue(fetched, refresh)
+}
+
+// refreshDue is when a source without a nextUpdate of its own, fetched
+// last at fetched, is past due: a refresh later, plus the time its
+// refetch may take to succeed (a retry), so that it is not past due for a
+// moment every refresh.
+func refreshDue(fetched time.Time, refresh time.Duration) time.Time {
+	return fetched.Add(refresh + min(refresh, retryFailed))
 }
 
 // crlSource is one place a CRL comes from: a distribution point named by
@@ -116,17 +134,25 @@ type crlSource struct {
 	issuers map[string]*x509.Certificate
 }
 
-// addIssuer remembers issuer as a CA whose CRL the source serves; the
-// Checker's lock is held.
-func (s *crlSource) addIssuer(issuer *x509.Certificate) {
+// addIssuer remembers issuer as a CA whose CRL the source serves, and
+// reports whether it was new; the Checker's lock is held.
+func (s *crlSource) addIssuer(issuer *x509.Certificate) bool {
 	key := string(issuer.RawSubjectPublicKeyInfo)
 	if _, ok := s.issuers[key]; ok || len(s.issuers) >= maxIssuersPerSource {
-		return
+		return false
 	}
 	if s.issuers == nil {
 		s.issuers = make(map[string]*x509.Certificate)
 	}
 	s.issuers[key] = issuer
+	return true
+}
+
+// knows reports whether issuer itself is remembered; the Checker's lock is
+// held, for reading at least.
+func (s *crlSource) knows(issuer *x509.Certificate) bool {
+	_, ok := s.issuers[string(issuer.RawSubjectPublicKeyInfo)]
+	return ok
 }
 
 // hasIssuer reports whether issuer is remembered; the Checker's lock is
@@ -136,12 +162,14 @@ func (s *crlSource) hasIssuer(issuer *x509.Certificate) bool {
 	return ok || len(s.issuers) >= maxIssuersPerSource
 }
 
-// accept checks a newly fetched CRL against what the source holds and
-// knows: its thisUpdate is not in the future, its number does not go back,
-// and it is signed by a CA that issued certificates naming the source (if
-// none is known yet, as after a restart, the signature is checked when a
-// certificate is). The Checker's lock is held.
-func (s *crlSource) accept(list *x509.RevocationList, now time.Time) (*heldCRL, error) {
+// verifyCRL checks a newly fetched CRL, without the Checker's lock: its
+// thisUpdate is not in the future nor its nextUpdate before it, and, if any
+// CAs are known to issue certificates naming its source (issuers, a copy
+// of the source's), it is signed by one of them (then it is trusted: held,
+// it guards against rollback). With none known yet (a configured source
+// no client's CA has verified), it is not trusted, and judge checks its
+// signature against each certificate's issuer. It returns the CRL indexed.
+func verifyCRL(list *x509.RevocationList, issuers map[string]*x509.Certificate, now time.Time) (*heldCRL, error) {
 	if list.ThisUpdate.After(now.Add(clockSkew)) {
 		return nil, fmt.Errorf("CRL thisUpdate %s is in the future", list.ThisUpdate.UTC().Format(time.RFC3339))
 	}
@@ -149,25 +177,31 @@ func (s *crlSource) accept(list *x509.RevocationList, now time.Time) (*heldCRL, 
 		return nil, fmt.Errorf("CRL nextUpdate %s is before its thisUpdate", list.NextUpdate.UTC().Format(time.RFC3339))
 	}
 	held := newHeldCRL(list)
-	if len(s.issuers) > 0 {
-		signed := false
-		for _, issuer := range s.issuers {
-			if held.issuedBy(issuer) {
-				signed = true
-				break
-			}
-		}
-		if !signed {
-			return nil, errors.New("CRL is not signed by the CA whose certificates name this source")
-		}
-	}
-	if old := s.held; old != nil && old.trusted.Load() && old.list.Number != nil {
-		if list.Number == nil {
-			return nil, fmt.Errorf("CRL has no number, the one held has %s", old.list.Number)
-		}
-		if list.Number.Cmp(old.list.Number) < 0 {
-			return nil, fmt.Errorf("CRL number %s is lower than the %s held", list.Number, old.list.Number)
-		}
+	if len(issuers) > 0 && !held.signedByOneOf(issuers) {
+		return nil, errors.New("CRL is not signed by the CA whose certificates name this source")
 	}
 	return held, nil
+}
+
+// noRollback refuses a verified CRL older than the trusted one the source
+// holds: issued before it, or with a lower number (or none where it has
+// one). The Checker's lock is held.
+func (s *crlSource) noRollback(list *x509.RevocationList) error {
+	old := s.held
+	if old == nil || !old.trusted.Load() {
+		return nil
+	}
+	if list.ThisUpdate.Before(old.list.ThisUpdate) {
+		return fmt.Errorf("CRL thisUpdate %s is before the %s of the one held", list.ThisUpdate.UTC().Format(time.RFC3339),
+			old.list.ThisUpdate.UTC().Format(time.RFC3339))
+	}
+	if old.list.Number != nil {
+		if list.Number == nil {
+			return fmt.Errorf("CRL has no number, the one held has %s", old.list.Number)
+		}
+		if list.Number.Cmp(old.list.Number) < 0 {
+			return fmt.Errorf("CRL number %s is lower than the %s held", list.Number, old.list.Number)
+		}
+	}
+	return nil
 }

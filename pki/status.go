@@ -48,10 +48,10 @@ func (c *Checker) Status() []SourceStatus {
 	return out
 }
 
-// sortedCRLs lists the distribution points' sources by name; the lock is
-// held.
+// sortedCRLs lists the distribution points' sources by name, but those
+// configured; the lock is held.
 func (c *Checker) sortedCRLs() []*crlSource {
-	out := slices.Collect(maps.Values(c.crls))
+	out := slices.DeleteFunc(slices.Collect(maps.Values(c.crls)), func(s *crlSource) bool { return c.configured(s.name) == s })
 	slices.SortFunc(out, func(a, b *crlSource) int { return strings.Compare(a.name, b.name) })
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"iter"
+	"slices"
 	"time"
 
 	"go.uber.org/zap"
@@ -92,27 +93,47 @@ func (c *Checker) Check(ctx context.Context, chains [][]*x509.Certificate) error
 
 // prepare makes sure every source the chains need is known, remembers the
 // CAs that use each, and starts the first fetch of those never fetched. It
-// returns what to wait for: the first fetches under way.
+// returns what to wait for: the first fetches under way (a retry after a
+// failed first fetch is not waited for).
 func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []chan struct{} {
 	c.mu.RLock()
 	ready := c.ready(chains)
+	var missing []string
+	if !ready {
+		missing = c.missing(chains)
+	}
 	c.mu.RUnlock()
 	if ready {
 		return nil
 	}
+	// Off the lock: the new sources read their state files.
+	built := make(map[string]*crlSource, len(missing))
+	for _, p := range missing {
+		built[p] = c.newCRLSource(p)
+	}
 	var wait []chan struct{}
+	var learnt []*crlSource // configured sources that learnt an issuer
+	defer func() {
+		// Off the lock: the CRL, now verified, and its issuers are kept.
+		for _, s := range learnt {
+			c.keepConfigured(s)
+		}
+	}()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	await := func(s *sourceState, held bool) {
 		if !held && !s.attempted {
 			c.startFetch(s)
 		}
-		if !held && s.fetching != nil {
+		if !held && s.firstFetching() {
 			wait = append(wait, s.fetching)
 		}
 	}
 	if c.deny != nil {
 		await(&c.deny.sourceState, c.deny.held != nil)
+	}
+	for _, s := range c.extra {
+		await(&s.sourceState, s.held != nil)
 	}
 	for _, chain := range chains {
 		for i, cert := range chain {
@@ -122,20 +143,26 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 			}
 			for p := range points(cert) {
 				s := c.crls[p]
-				if s == nil {
-					if len(c.crls) >= maxCRLSources {
-						c.cfg.Logger.Warn("too many CRL distribution points; not followed", zap.String("source", p))
-						continue
-					}
-					s = c.newCRLSource(p)
+				switch {
+				case s != nil:
+				case c.configured(p) != nil:
+					s = c.configured(p) // one source, whatever names it
+					c.crls[p] = s
+				case built[p] == nil, len(c.crls) >= maxCRLSources:
+					c.capReached(p) // not built: the cap was reached
+					continue
+				default:
+					s = built[p]
 					c.crls[p] = s
 				}
-				s.addIssuer(issuer)
+				if s.addIssuer(issuer) && c.configured(p) == s && !slices.Contains(learnt, s) {
+					learnt = append(learnt, s)
+				}
 				await(&s.sourceState, s.held != nil)
 			}
 			for _, s := range c.extra {
-				if s.held != nil && s.held.issuedBy(issuer) {
-					s.addIssuer(issuer)
+				if s.held != nil && !s.knows(issuer) && s.held.issuedBy(issuer) && s.addIssuer(issuer) && !slices.Contains(learnt, s) {
+					learnt = append(learnt, s)
 				}
 			}
 		}
@@ -143,10 +170,29 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 	return wait
 }
 
+// missing lists the distribution points of chains that have no source
+// yet, as many as the cap leaves room for; the lock is held for reading.
+func (c *Checker) missing(chains [][]*x509.Certificate) []string {
+	var out []string
+	for _, chain := range chains {
+		for i, cert := range chain {
+			if issuerOf(chain, i) == nil {
+				continue
+			}
+			for p := range points(cert) {
+				if c.crls[p] == nil && c.configured(p) == nil && !slices.Contains(out, p) && len(c.crls)+len(out) < maxCRLSources {
+					out = append(out, p)
+				}
+			}
+		}
+	}
+	return out
+}
+
 // ready reports whether prepare has nothing to do for chains; the lock is
 // held for reading.
 func (c *Checker) ready(chains [][]*x509.Certificate) bool {
-	if c.deny != nil && c.deny.held == nil && (!c.deny.attempted || c.deny.fetching != nil) {
+	if c.deny != nil && c.deny.held == nil && (!c.deny.attempted || c.deny.firstFetching()) {
 		return false
 	}
 	for _, chain := range chains {
@@ -157,7 +203,11 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 			}
 			for p := range points(cert) {
 				s := c.crls[p]
-				if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.fetching != nil) {
+				if s == nil && len(c.crls) >= maxCRLSources && c.configured(p) == nil {
+					c.capReached(p)
+					continue // not followed: judged unknown
+				}
+				if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.firstFetching()) {
 					return false
 				}
 			}
@@ -168,7 +218,21 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 			}
 		}
 	}
+	for _, s := range c.extra {
+		if s.held == nil && (!s.attempted || s.firstFetching()) {
+			return false
+		}
+	}
 	return true
+}
+
+// capReached logs, once, that the distribution point p is not followed:
+// maxCRLSources are.
+func (c *Checker) capReached(p string) {
+	if c.capWarned.CompareAndSwap(false, true) {
+		c.cfg.Logger.Warn("too many CRL distribution points; those of further CAs are not followed (their status is unknown)",
+			zap.Int("limit", maxCRLSources), zap.String("source", p))
+	}
 }
 
 // Held judges chains as Check does, by what is held now: it fetches
@@ -213,11 +277,10 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 		if e, banned := d.held.Bans(cert); banned {
 			return &Refusal{Reason: Banned, Cert: cert, Detail: "on the Nuts denylist: " + e.Reason}
 		}
-		switch {
-		case d.held == nil:
-			note(c.unknown(&d.sourceState, cert, time.Time{}, "denylist not fetched yet"))
-		case now.After(d.lastSuccess.Add(c.cfg.Refresh)):
-			note(c.unknown(&d.sourceState, cert, d.lastSuccess.Add(c.cfg.Refresh), "denylist past due"))
+		if d.held == nil {
+			note(c.unknown(&d.sourceState, cert, now, time.Time{}, "denylist not fetched yet"))
+		} else if due := refreshDue(d.lastSuccess, c.cfg.Refresh); !now.Before(due) {
+			note(c.unknown(&d.sourceState, cert, now, due, "denylist past due"))
 		}
 	}
 	issuer := issuerOf(chain, i)
@@ -228,47 +291,64 @@ func (c *Checker) judge(chain []*x509.Certificate, i int, now time.Time) error {
 		s := c.crls[p]
 		switch {
 		case s == nil:
-			note(c.unknown(nil, cert, time.Time{}, "CRL "+p+" not fetched yet"))
+			note(c.unknown(nil, cert, now, time.Time{}, "CRL "+p+" not fetched yet"))
 		case s.held == nil:
-			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+p+" not fetched yet"))
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+p+" not fetched yet"))
 		case !s.held.issuedBy(issuer):
-			note(c.unknown(&s.sourceState, cert, time.Time{}, "CRL "+p+" is not signed by the certificate's issuer"))
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+p+" is not signed by the certificate's issuer"))
 		case s.held.revokes(cert):
 			return &Refusal{Reason: Revoked, Cert: cert, Detail: "listed in CRL " + p}
 		default:
 			if due := s.held.due(s.lastSuccess, c.cfg.Refresh); !now.Before(due) {
-				note(c.unknown(&s.sourceState, cert, due, "CRL "+p+" past due"))
+				note(c.unknown(&s.sourceState, cert, now, due, "CRL "+p+" past due"))
 			}
 		}
 	}
 	for _, s := range c.extra {
-		if s.held == nil || !s.held.issuedBy(issuer) {
+		switch {
+		case s.held == nil && (len(s.issuers) == 0 || s.knows(issuer)):
+			// Never held: it cannot say which CA it covers, unless one is
+			// remembered.
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+s.name+" not fetched yet"))
+			continue
+		case s.held == nil, !bytes.Equal(s.held.list.RawIssuer, issuer.RawSubject):
+			continue // another CA's
+		case !s.held.issuedBy(issuer):
+			note(c.unknown(&s.sourceState, cert, now, time.Time{}, "CRL "+s.name+" is in the name of the certificate's issuer but not signed by it"))
 			continue
 		}
 		if s.held.revokes(cert) {
 			return &Refusal{Reason: Revoked, Cert: cert, Detail: "listed in CRL " + s.name}
 		}
 		if due := s.held.due(s.lastSuccess, c.cfg.Refresh); !now.Before(due) {
-			note(c.unknown(&s.sourceState, cert, due, "CRL "+s.name+" past due"))
+			note(c.unknown(&s.sourceState, cert, now, due, "CRL "+s.name+" past due"))
 		}
 	}
 	return unknown
 }
 
-// unknown decides on a certificate whose status a source cannot establish:
-// past due since due (zero: never held). Past MaxStale it is a Stale
+// pastMaxStale reports whether, at now, a source past due since due is
+// past MaxStale (set).
+func (c *Checker) pastMaxStale(due, now time.Time) bool {
+	return !now.Before(due.Add(c.cfg.MaxStale))
+}
+
+// unknown decides, at now, on a certificate whose status a source cannot
+// establish: past due since due (zero: never held). Past MaxStale it is a Stale
 // refusal; before, or without MaxStale, it passes, with a warning now and
-// then. s may be nil for a source not known yet.
-func (c *Checker) unknown(s *sourceState, cert *x509.Certificate, due time.Time, detail string) error {
-	now := c.now()
-	if c.cfg.MaxStale > 0 && (due.IsZero() || now.After(due.Add(c.cfg.MaxStale))) {
+// then (once a minute per source; once a minute for all the sources not
+// known yet, s nil).
+func (c *Checker) unknown(s *sourceState, cert *x509.Certificate, now, due time.Time, detail string) error {
+	if c.cfg.MaxStale > 0 && (due.IsZero() || c.pastMaxStale(due, now)) {
 		return &Refusal{Reason: Stale, Cert: cert, Detail: detail}
 	}
+	warned := &c.warned // a source not known yet
 	if s != nil {
-		last := s.warned.Load()
-		if now.UnixNano()-last < int64(warnEvery) || !s.warned.CompareAndSwap(last, now.UnixNano()) {
-			return nil
-		}
+		warned = &s.warned
+	}
+	last := warned.Load()
+	if now.UnixNano()-last < int64(warnEvery) || !warned.CompareAndSwap(last, now.UnixNano()) {
+		return nil
 	}
 	c.cfg.Logger.Warn("certificate status unknown; passed (max_stale not reached or off)",
 		zap.String("subject", cert.Subject.String()), zap.String("serial", cert.SerialNumber.String()), zap.String("detail", detail))
