@@ -233,7 +233,10 @@ func TestFleetRateLimitDistributed(t *testing.T) {
 	limited, other := f.pki.client(t, "fleet-limited"), f.pki.client(t, "fleet-unlimited")
 	var clients []*http.Client
 	for _, r := range rs {
-		clients = append(clients, r.n2nClient(t, limited))
+		cl := r.n2nClient(t, limited)
+		// the connection's handshake made before the clock starts, on a route with no limit
+		expectStatus(t, "warm-up of replica "+r.name, r.n2nGet(cl, "/warm-up"), http.StatusNotFound)
+		clients = append(clients, cl)
 	}
 
 	prefix := n2nPath("fleet-rl") + "/"
