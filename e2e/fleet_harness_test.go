@@ -691,14 +691,6 @@ func (r *redisServer) kill(t testing.TB) {
 	}
 }
 
-// restartEmpty kills the server and starts it again on the same address: everything it held is
-// gone.
-func (r *redisServer) restartEmpty(t *testing.T) {
-	t.Helper()
-	r.kill(t)
-	r.start(t)
-}
-
 // cli runs redis-cli against the server with args (as the default user, or with auth given in
 // args) and returns its output.
 func (r *redisServer) cli(t *testing.T, args ...string) string {
