@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"crypto/x509/pkix"
 	"fmt"
 	"net/http"
 	"os"
@@ -95,7 +96,8 @@ func anyLineHasAll(text string, words ...string) bool {
 // /n2n, PERMISSION_DENIED on gRPC, neither reaching the node), ends the client's gRPC streams
 // held open through each replica, and lands in every replica's deny_file; another client is
 // unaffected, and a gateway of another prefix on the same Redis (another fleet) does not take
-// it. Removal through C lifts it everywhere as fast. A sha256 fingerprint entry is shared the
+// it. Removal through C lifts it everywhere as fast. An entry added in one spelling is removed
+// through another replica in another; a subject with escaped characters travels intact. A sha256 fingerprint entry is shared the
 // same way (only that certificate, not another with its subject), and so are `nutsgate deny
 // add|remove --address` on one replica. A replica whose config is reloaded stays in the fleet,
 // both ways. A replica that was down while an entry was removed does not bring it back when it
@@ -174,6 +176,26 @@ func TestFleetDenyShared(t *testing.T) {
 	expectAccessAll(t, "same subject, other certificate", http.StatusOK, rs, twin)
 	a.changeDeny(t, http.MethodDelete, "sha256:"+fp.fingerprint())
 	awaitAccess(t, "fingerprint removed through A", fleetWithin, http.StatusOK, fp, a, b, c)
+
+	// an entry written in other letter case and spacing, removed through another replica in the
+	// certificate's own spelling; and a subject with characters a DN escapes (',', '"', '+', '#'
+	// at the start, non-ASCII), which must travel through Redis and the files intact
+	spelled := f.pki.clientNamed(t, pkix.Name{CommonName: "Fleet Spelled", Organization: []string{"Test Org"}})
+	a.changeDeny(t, http.MethodPost, "cn = fleet spelled ,  o=TEST org")
+	awaitAccess(t, "denied through A in another spelling", fleetWithin, http.StatusForbidden, spelled, a, b, c)
+	b.changeDeny(t, http.MethodDelete, spelled.subject())
+	awaitAccess(t, "removed through B in the certificate's spelling", fleetWithin, http.StatusOK, spelled, a, b, c)
+	for _, r := range rs {
+		if got := r.denyEntries(t); len(got) != 0 {
+			t.Errorf("replica %s lists %q after the removal in another spelling, want nothing", r.name, got)
+		}
+	}
+	odd := f.pki.clientNamed(t, pkix.Name{CommonName: `#fleet, "odd" +1 é`, Organization: []string{"Test"}})
+	a.changeDeny(t, http.MethodPost, odd.subject())
+	awaitAccess(t, "a subject with escaped characters, denied through A", fleetWithin, http.StatusForbidden, odd, a, b, c)
+	awaitDenyFiles(t, "a subject with escaped characters", fleetWithin, odd.subject(), true, a, b, c)
+	c.changeDeny(t, http.MethodDelete, odd.subject())
+	awaitAccess(t, "a subject with escaped characters, removed through C", fleetWithin, http.StatusOK, odd, a, b, c)
 
 	// the deny subcommand, pointed at one replica
 	cliDenied := f.pki.client(t, "fleet-cli")
