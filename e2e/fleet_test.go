@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -97,9 +98,9 @@ func anyLineHasAll(text string, words ...string) bool {
 // held open through each replica, and lands in every replica's deny_file; another client is
 // unaffected, and a gateway of another prefix on the same Redis (another fleet) does not take
 // it. Removal through C lifts it everywhere as fast. An entry added in one spelling is removed
-// through another replica in another; a subject with escaped characters travels intact. A sha256 fingerprint entry is shared the
-// same way (only that certificate, not another with its subject), and so are `nutsgate deny
-// add|remove --address` on one replica. A replica whose config is reloaded stays in the fleet,
+// through another replica in another; a subject with escaped characters travels intact. A
+// sha256 fingerprint entry is shared the same way (only that certificate, not another with its
+// subject), and so are `nutsgate deny add|remove --address` on one replica. A replica whose config is reloaded stays in the fleet,
 // both ways. A replica that was down while an entry was removed does not bring it back when it
 // starts again from its stale deny_file.
 func TestFleetDenyShared(t *testing.T) {
@@ -615,4 +616,70 @@ func TestFleetSentinelFailover(t *testing.T) {
 	}
 	awaitAccess(t, "denied on B after the failover", fleetWithin, http.StatusForbidden, after, a, b)
 	expectAccessAll(t, "denied before the failover", http.StatusForbidden, []*replica{a, b}, before)
+}
+
+// TestFleetConcurrentEditsConverge proves that edits of the same entries made at once through
+// three replicas (adds and removes of three clients, 30 edits a round in different orders) each
+// get 200 and leave every replica with the same list, within the contract's second: the same
+// entries in GET /nutsgate/deny and in every deny_file, and each client refused (403, never
+// reaching the node) on every replica if listed, admitted on every replica if not.
+func TestFleetConcurrentEditsConverge(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t, redisOptions{})
+	f := newFleet(t, redis)
+	rs := f.startN(t, "A", "B", "C")
+	var clients []*leafCert
+	for i := range 3 {
+		clients = append(clients, f.pki.client(t, "converge-"+strconv.Itoa(i)))
+	}
+	for round := range 3 {
+		var wg sync.WaitGroup
+		failures := make(chan string, 30)
+		for i := range 30 {
+			r, c := rs[(i+round)%3], clients[(i/3+round)%3]
+			method := http.MethodPost
+			if (i+round)%2 == 1 {
+				method = http.MethodDelete
+			}
+			wg.Go(func() {
+				if res := r.tryEdit(method, c.subject()); res.err != nil || res.status != http.StatusOK {
+					failures <- fmt.Sprintf("round %d: %s %s on replica %s: status %d, body %q, error %v", round, method, c.subject(), r.name, res.status, res.body, res.err)
+				}
+			})
+		}
+		wg.Wait()
+		close(failures)
+		for msg := range failures {
+			t.Error(msg)
+		}
+
+		var lists [][]string
+		agreed := holdsWithin(fleetWithin, func() bool {
+			lists = lists[:0]
+			for _, r := range rs {
+				l := slices.Sorted(slices.Values(r.denyEntries(t)))
+				if len(lists) > 0 && !slices.Equal(l, lists[0]) {
+					return false
+				}
+				lists = append(lists, l)
+			}
+			return true
+		})
+		if !agreed {
+			t.Fatalf("round %d: the replicas' lists differ %s after concurrent edits: %q", round, fleetWithin, lists)
+		}
+		for _, r := range rs {
+			if file := slices.Sorted(slices.Values(r.denyFileLines(t))); !slices.Equal(file, lists[0]) {
+				t.Errorf("round %d: replica %s's deny_file holds %q, its list %q", round, r.name, file, lists[0])
+			}
+		}
+		for _, c := range clients {
+			want := http.StatusOK
+			if slices.Contains(lists[0], c.subject()) {
+				want = http.StatusForbidden
+			}
+			expectAccessAll(t, fmt.Sprintf("round %d, list %q", round, lists[0]), want, rs, c)
+		}
+		t.Logf("round %d: every replica lists %q", round, lists[0])
+	}
 }
