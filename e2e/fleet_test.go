@@ -242,7 +242,9 @@ func TestFleetDenyShared(t *testing.T) {
 // client across three replicas: one client (one certificate, a connection to each replica)
 // sending round-robin for fleetRLTime gets burst + rate*elapsed requests through in total (+-2),
 // not three times that; every other request gets 429 with Retry-After 1 (one token takes 100
-// ms) and never reaches the node; another client is unaffected on every replica.
+// ms) and never reaches the node; another client is unaffected on every replica. Another zone
+// is another bucket, shared likewise (its Retry-After within one token's time), and a gateway of
+// another prefix on the same Redis has buckets of its own.
 func TestFleetRateLimitDistributed(t *testing.T) {
 	t.Parallel()
 	const (
@@ -311,6 +313,29 @@ func TestFleetRateLimitDistributed(t *testing.T) {
 		}
 	}
 	expectAccessAll(t, "another client right after", http.StatusOK, rs, other)
+
+	// Another zone (/n2n/strict/, 3 a minute) is another bucket, also shared: its 3 requests
+	// spread over the replicas, then 429 on each with Retry-After within one token's 20 s. A
+	// gateway of another prefix on the same Redis has buckets of its own.
+	for i := range fleetStrictBurst {
+		r := rs[i%len(rs)]
+		expectStatus(t, fmt.Sprintf("zone strict, request %d on %s", i+1, r.name), r.n2nGet(clients[i%len(rs)], n2nPath("strict")), http.StatusOK)
+	}
+	for i, r := range rs {
+		path := n2nPath("strict")
+		res := r.n2nGet(clients[i], path)
+		expectStatus(t, "zone strict over its limit on "+r.name, res, http.StatusTooManyRequests)
+		if f.node.SawPath(path) {
+			t.Errorf("the node received %s, which was refused", path)
+		}
+		if res.statusOr() == http.StatusTooManyRequests {
+			if secs, err := strconv.Atoi(res.header.Get("Retry-After")); err != nil || secs < 1 || secs > 20 {
+				t.Errorf("zone strict on %s: Retry-After %q, want whole seconds in [1, 20]", r.name, res.header.Get("Retry-After"))
+			}
+		}
+	}
+	tenant := f.start(t, "other-prefix", replicaOptions{redis: "address " + redis.address() + "\nprefix other-tenant"})
+	tenant.expectAccess(t, "the limited client on a gateway of another prefix", http.StatusOK, limited)
 }
 
 // countUnder counts the requests whose path starts with prefix.
