@@ -472,9 +472,9 @@ func TestFleetRedisHang(t *testing.T) {
 // gets the list back from the replicas, without the entry removed before: X and Y are denied
 // on three replicas, C is stopped, Y is removed, Redis is killed (nutsgate_redis_up goes 0), C
 // is started again while Redis is down (it starts, enforcing its deny_file, which still holds
-// Y), and Redis comes back empty. Within 10 s a new replica D with an empty deny_file refuses X
-// and every replica (C included) allows Y, and a while later Y is still allowed and listed
-// nowhere; new edits propagate again (deny on C reaches A, B and D; a removal on D reaches A, B
+// Y), an edit on B is refused with 503, and Redis comes back empty. Within 10 s a new replica D with an empty deny_file refuses X
+// and every replica (C included) allows Y, and a while later Y (and the refused edit) is still
+// allowed and listed nowhere; new edits propagate again (deny on C reaches A, B and D; a removal on D reaches A, B
 // and C).
 func TestFleetRedisRestartEmpty(t *testing.T) {
 	t.Parallel()
@@ -496,6 +496,8 @@ func TestFleetRedisRestartEmpty(t *testing.T) {
 
 	redis.kill(t)
 	a.awaitRedisUp(t, 0, 5*time.Second)
+	b.awaitRedisUp(t, 0, 5*time.Second)
+	expectUnavailable(t, "Redis killed", b, http.MethodPost, z.subject())
 	c.start(t) // Redis down: C starts from its deny_file
 	c.expectAccess(t, "C started while Redis is down, X from its deny_file", http.StatusForbidden, x)
 	expectAccessAll(t, "Redis down", http.StatusForbidden, []*replica{a, b}, x)
@@ -518,6 +520,8 @@ func TestFleetRedisRestartEmpty(t *testing.T) {
 		t.Errorf("Redis holds no key at all after the replicas resynchronised")
 	}
 
+	expectListed(t, "Z, refused with 503 while Redis was down", z.subject(), false, all...)
+	expectAccessAll(t, "Z, refused with 503 while Redis was down", http.StatusOK, all, z)
 	c.changeDeny(t, http.MethodPost, z.subject())
 	awaitAccess(t, "Z denied on C after the Redis restart", fleetWithin, http.StatusForbidden, z, a, b, d)
 	d.changeDeny(t, http.MethodDelete, x.subject())
