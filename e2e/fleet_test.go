@@ -469,13 +469,13 @@ func TestFleetRedisHang(t *testing.T) {
 }
 
 // TestFleetRedisRestartEmpty proves a Redis killed (-9) and started again empty on the same port
-// gets the list back from the replicas, without the entry removed before: X and Y are denied
-// on three replicas, C is stopped, Y is removed, Redis is killed (nutsgate_redis_up goes 0), C
-// is started again while Redis is down (it starts, enforcing its deny_file, which still holds
-// Y), an edit on B is refused with 503, and Redis comes back empty. Within 10 s a new replica D with an empty deny_file refuses X
-// and every replica (C included) allows Y, and a while later Y (and the refused edit) is still
-// allowed and listed nowhere; new edits propagate again (deny on C reaches A, B and D; a removal on D reaches A, B
-// and C).
+// gets the list back from the replicas, without the entry removed before: X and Y are denied on
+// three replicas, C is stopped, Y is removed, Redis is killed (nutsgate_redis_up goes 0), C is
+// started again while Redis is down (it starts, enforcing its deny_file, which still holds Y),
+// an edit on B is refused with 503, and Redis comes back empty. Within 10 s a new replica D with
+// an empty deny_file refuses X and every replica (C included) allows Y; a while later Y (and the
+// refused edit) is still allowed and listed nowhere, and Redis holds keys again; new edits
+// propagate again (a deny on C reaches A, B and D; a removal on D reaches A, B and C).
 func TestFleetRedisRestartEmpty(t *testing.T) {
 	t.Parallel()
 	redis := startRedis(t, redisOptions{})
