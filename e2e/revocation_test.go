@@ -859,3 +859,32 @@ func (g *pkiGateway) openStream(t *testing.T, c *leafCert) <-chan error {
 	}()
 	return ended
 }
+
+// TestPKIReload proves that a config reload keeps what revocation checking knows: a client
+// connected before the reload, whose CRL only the old config had fetched, is still cut off when
+// its CA revokes it after the reload (the new config takes over the old one's sources).
+func TestPKIReload(t *testing.T) {
+	t.Parallel()
+	srv := newPKIServer(t)
+	root := newRootCA(t, srv, "pki-reload-root")
+	root.publish(t)
+	g := startPKIGateway(t, root, pkiConfig{})
+	ca := root.intermediate(t, "reload-int")
+	ca.publish(t)
+	x := ca.leaf(t, "x", time.Time{})
+	streamEnded := g.openStream(t, x)
+	g.awaitSource(t, ca.crlURL, revocationWithin, "holds the client's CRL", func(s pkiSource) bool { return s.LastSuccess != nil })
+
+	g.reload(t)
+	g.awaitSource(t, ca.crlURL, revocationWithin, "still knows the client's CRL after the reload", func(s pkiSource) bool { return s.LastSuccess != nil })
+	ca.revoke(x.leaf.SerialNumber)
+	ca.publish(t)
+	revoked := time.Now()
+	select {
+	case err := <-streamEnded:
+		t.Logf("the stream opened before the reload ended %s after the revocation: %v", time.Since(revoked).Round(time.Millisecond), err)
+	case <-time.After(revocationWithin):
+		t.Errorf("the stream of a client revoked after a reload is still open %s after the revocation", revocationWithin)
+	}
+	g.expectHandshakeRefused(t, "after the reload and the revocation", x)
+}
