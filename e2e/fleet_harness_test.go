@@ -717,3 +717,127 @@ func (r *redisServer) cli(t *testing.T, args ...string) string {
 	}
 	return string(out)
 }
+
+// ---- a replica's own link to Redis ----
+
+// redisProxy is a TCP proxy between one replica and Redis, so that one replica's link can be
+// cut while the others keep theirs.
+type redisProxy struct {
+	ln     net.Listener
+	target string
+
+	mu      sync.Mutex
+	conns   map[net.Conn]bool
+	mode    proxyMode
+	release chan struct{} // closed when a hold ends
+}
+
+type proxyMode int
+
+const (
+	proxyPass   proxyMode = iota
+	proxyHold             // new connections wait, unanswered, until restore
+	proxyRefuse           // new connections are closed at once
+)
+
+// startRedisProxy listens on a free loopback port and forwards every connection to target
+// (host:port), until the test ends.
+func startRedisProxy(t *testing.T, target string) *redisProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &redisProxy{ln: ln, target: target, conns: map[net.Conn]bool{}}
+	t.Cleanup(func() {
+		ln.Close()
+		p.closeAll()
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(c)
+		}
+	}()
+	return p
+}
+
+// address is the redis:// address of the proxy.
+func (p *redisProxy) address() string { return "redis://" + p.ln.Addr().String() + "/0" }
+
+func (p *redisProxy) serve(c net.Conn) {
+	p.mu.Lock()
+	p.conns[c] = true
+	mode, release := p.mode, p.release
+	p.mu.Unlock()
+	switch mode {
+	case proxyRefuse:
+		p.drop(c)
+		return
+	case proxyHold:
+		<-release
+	}
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		p.drop(c)
+		return
+	}
+	p.mu.Lock()
+	if !p.conns[c] { // cut while it waited
+		p.mu.Unlock()
+		up.Close()
+		return
+	}
+	p.conns[up] = true
+	p.mu.Unlock()
+	go func() {
+		_, _ = io.Copy(up, c)
+		p.drop(up)
+		p.drop(c)
+	}()
+	_, _ = io.Copy(c, up)
+	p.drop(up)
+	p.drop(c)
+}
+
+func (p *redisProxy) drop(c net.Conn) {
+	p.mu.Lock()
+	delete(p.conns, c)
+	p.mu.Unlock()
+	c.Close()
+}
+
+func (p *redisProxy) closeAll() {
+	p.mu.Lock()
+	conns := p.conns
+	p.conns = map[net.Conn]bool{}
+	p.mu.Unlock()
+	for c := range conns {
+		c.Close()
+	}
+}
+
+// cut closes every connection of the link; new ones wait unanswered (proxyHold) or are closed
+// at once (proxyRefuse) until restore.
+func (p *redisProxy) cut(mode proxyMode) {
+	p.mu.Lock()
+	p.mode = mode
+	if mode == proxyHold {
+		p.release = make(chan struct{})
+	}
+	p.mu.Unlock()
+	p.closeAll()
+}
+
+// restore lets connections through again, the held ones included.
+func (p *redisProxy) restore() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mode == proxyHold {
+		close(p.release)
+	}
+	p.mode = proxyPass
+}

@@ -712,3 +712,52 @@ func TestFleetConcurrentEditsConverge(t *testing.T) {
 		t.Logf("round %d: every replica lists %q", round, lists[0])
 	}
 }
+
+// TestFleetReplicaLinkLost proves what happens when one replica's own link to Redis is lost
+// (B reaches Redis through a proxy; A directly). A blip: B's connections (its Pub/Sub
+// subscription among them) are closed and new ones wait unanswered while a deny is made on A,
+// then the link comes back after 300 ms: B missed the event, yet refuses the client within the
+// contract's second of the link's return. A cut: B's connections are closed and new ones
+// refused; B reports nutsgate_redis_up 0, keeps its last list in force (a client denied before
+// stays denied, one denied on A meanwhile is not yet), answers edits with 503; within 10 s of
+// the link's return it has A's changes (both ways), reports 1 again, and its own edits reach A.
+func TestFleetReplicaLinkLost(t *testing.T) {
+	t.Parallel()
+	redis := startRedis(t, redisOptions{})
+	proxy := startRedisProxy(t, "127.0.0.1:"+strconv.Itoa(redis.port))
+	f := newFleet(t, redis)
+	a := f.start(t, "A", replicaOptions{})
+	b := f.start(t, "B", replicaOptions{redis: "address " + proxy.address()})
+	both := []*replica{a, b}
+	blip, before, during, own := f.pki.client(t, "link-blip"), f.pki.client(t, "link-before"), f.pki.client(t, "link-during"), f.pki.client(t, "link-own")
+	expectAccessAll(t, "link up", http.StatusOK, both, blip, before, during, own)
+
+	proxy.cut(proxyHold)
+	a.changeDeny(t, http.MethodPost, blip.subject())
+	time.Sleep(300 * time.Millisecond)
+	proxy.restore()
+	took := awaitAccess(t, "denied on A while B's link blipped", fleetWithin, http.StatusForbidden, blip, b)
+	t.Logf("B refused the client denied during its blip %s after the link came back", took["B"])
+
+	a.changeDeny(t, http.MethodPost, before.subject())
+	awaitAccess(t, "denied before the cut", fleetWithin, http.StatusForbidden, before, b)
+	proxy.cut(proxyRefuse)
+	b.awaitRedisUp(t, 0, 5*time.Second)
+	a.changeDeny(t, http.MethodDelete, before.subject())
+	a.changeDeny(t, http.MethodPost, during.subject())
+	time.Sleep(fleetWithin) // what B would have taken, had its link been up
+	b.expectAccess(t, "B cut off: its last list stays in force", http.StatusForbidden, before)
+	b.expectAccess(t, "B cut off: a deny made on A meanwhile", http.StatusOK, during)
+	expectUnavailable(t, "B cut off from Redis", b, http.MethodPost, own.subject())
+
+	proxy.restore()
+	restoredAt := time.Now()
+	awaitAccess(t, "the removal on A, on B after its link came back", resyncWithin, http.StatusOK, before, b)
+	awaitAccess(t, "the deny on A, on B after its link came back", resyncWithin, http.StatusForbidden, during, b)
+	t.Logf("B had A's changes %s after its link came back", time.Since(restoredAt).Round(time.Millisecond))
+	b.awaitRedisUp(t, 1, resyncWithin)
+	b.changeDeny(t, http.MethodPost, own.subject())
+	awaitAccess(t, "B's own edit after its link came back", fleetWithin, http.StatusForbidden, own, a, b)
+	expectListed(t, "after the link came back", own.subject(), true, both...)
+	expectListed(t, "after the link came back", before.subject(), false, both...)
+}
