@@ -163,10 +163,13 @@ type replica struct {
 type replicaOptions struct {
 	redis    string   // the redis block's lines; default: address of the fleet's Redis only
 	denyFile []string // deny.txt's entries at start; default an empty list
+	// noRedis: the replica is not expected to reach Redis at start (start does not wait for
+	// nutsgate_redis_up 1).
+	noRedis bool
 }
 
 // start writes a replica's directory (PKI files, deny.txt, Caddyfile) and starts it, returning
-// once its admin, n2n and gRPC ports answer.
+// once its admin, n2n and gRPC ports answer and (unless o.noRedis) it reports Redis up.
 func (f *fleet) start(t *testing.T, name string, o replicaOptions) *replica {
 	t.Helper()
 	g := &mtlsGateway{pki: f.pki, node: f.node}
@@ -197,7 +200,13 @@ func (f *fleet) start(t *testing.T, name string, o replicaOptions) *replica {
 	g.cfgPath = writeGatewayDir(t, g.Dir, serverFiles(t, f.pki, map[string][]byte{"deny.txt": []byte(deny)}),
 		fleetCaddyfile, settings)
 	g.start(t)
-	return &replica{mtlsGateway: g, name: name}
+	r := &replica{mtlsGateway: g, name: name}
+	if !o.noRedis {
+		// A replica starts marked down until its first health check has reached Redis, and
+		// answers edits with 503 until then: wait for it, as an operator's readiness check would.
+		r.awaitRedisUp(t, 1, 5*time.Second)
+	}
+	return r
 }
 
 // startN starts replicas named by names with default options.

@@ -539,7 +539,7 @@ func TestFleetStartWithoutRedis(t *testing.T) {
 	f := newFleet(t, redis)
 	fromFile, other, later := f.pki.client(t, "nored-file"), f.pki.client(t, "nored-other"), f.pki.client(t, "nored-later")
 
-	a := f.start(t, "A", replicaOptions{denyFile: []string{fromFile.subject()}})
+	a := f.start(t, "A", replicaOptions{denyFile: []string{fromFile.subject()}, noRedis: true})
 	a.expectAccess(t, "Redis unreachable, from the deny_file", http.StatusForbidden, fromFile)
 	a.expectAccess(t, "Redis unreachable, another client", http.StatusOK, other)
 	expectGRPCDenied(t, "Redis unreachable, from the deny_file", fromFile, a)
@@ -583,7 +583,7 @@ func TestFleetRedisTLSAndACL(t *testing.T) {
 	}
 	a := f.start(t, "A", replicaOptions{redis: block("{env." + fleetPasswordEnv + "}")})
 	b := f.start(t, "B", replicaOptions{redis: block("{env." + fleetPasswordEnv + "}")})
-	wrong := f.start(t, "wrong-password", replicaOptions{redis: block("not-" + fleetPassword)})
+	wrong := f.start(t, "wrong-password", replicaOptions{redis: block("not-" + fleetPassword), noRedis: true})
 
 	c := f.pki.client(t, "tls-denied")
 	a.changeDeny(t, http.MethodPost, c.subject())
