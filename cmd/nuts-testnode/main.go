@@ -4,7 +4,10 @@
 // It listens where a node behind a TLS-offloading gateway would: a public
 // HTTP port (the node's :8080), an internal one (:8081) and a plaintext
 // HTTP/2 (h2c) gRPC port (:5555). HTTP requests are answered 200 with a JSON
-// echo of listener, method and path. gRPC serves grpc-go's interop
+// echo of listener, method and path, and, when the request carries the
+// certificate header, the subject and SHA-256 fingerprint of the certificate
+// in it (cert_subject, cert_fingerprint; cert_error if it is unreadable, read
+// the node's way). gRPC serves grpc-go's interop
 // TestService and authenticates the forwarded client certificate header
 // exactly as the node does, refusing calls without a valid one
 // (Unauthenticated) and reporting the client's subject and fingerprint in

@@ -209,16 +209,34 @@ func (o outcome) String() string {
 
 // ---- Chromium ----
 
-// chromiumPath returns Debian's Chromium: `chromium` on PATH, else
-// /usr/bin/chromium.
+// chromiumNames are the names Chromium and Chrome go by on PATH: Debian's
+// package, Ubuntu's and older Debian's, Google's builds.
+var chromiumNames = []string{"chromium", "chromium-browser", "google-chrome", "google-chrome-stable"}
+
+// chromiumPath returns the browser the tests drive: CHROME_PATH if set,
+// else the first of chromiumNames on PATH.
 func chromiumPath() (string, error) {
-	for _, name := range []string{"chromium", "/usr/bin/chromium"} {
-		if p, err := exec.LookPath(name); err == nil {
+	return findChromium(os.Getenv, exec.LookPath)
+}
+
+// findChromium is chromiumPath with the environment and the PATH lookup
+// given.
+func findChromium(getenv func(string) string, lookPath func(string) (string, error)) (string, error) {
+	if p := getenv("CHROME_PATH"); p != "" {
+		found, err := lookPath(p)
+		if err != nil {
+			return "", fmt.Errorf("CHROME_PATH=%s is not an executable: %v", p, err)
+		}
+		return found, nil
+	}
+	for _, name := range chromiumNames {
+		if p, err := lookPath(name); err == nil {
 			return p, nil
 		}
 	}
-	return "", errors.New("chromium not found: no `chromium` on PATH and no /usr/bin/chromium. " +
-		"This test drives a real browser and is never skipped; install Debian's package: apt-get install -y chromium")
+	return "", fmt.Errorf("no Chromium found: none of %s on PATH and CHROME_PATH not set. "+
+		"This test drives a real browser and is never skipped; install one (Debian: apt-get install -y chromium) "+
+		"or set CHROME_PATH to its executable", strings.Join(chromiumNames, ", "))
 }
 
 // processesUsing returns the processes whose command line holds

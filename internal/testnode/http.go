@@ -29,11 +29,17 @@ type Request struct {
 	Time       time.Time
 }
 
-// echo is the JSON body of every answer but /status.
+// echo is the JSON body of every answer but /status: the listener, method and
+// path, and, when the request carries the certificate header, the subject and
+// fingerprint (hex SHA-256 of the DER) of the certificate read from it the
+// node's way (ParseCertHeader), or why it could not be read.
 type echo struct {
-	Listener string `json:"listener"`
-	Method   string `json:"method"`
-	Path     string `json:"path"`
+	Listener        string `json:"listener"`
+	Method          string `json:"method"`
+	Path            string `json:"path"`
+	CertSubject     string `json:"cert_subject,omitempty"`
+	CertFingerprint string `json:"cert_fingerprint,omitempty"`
+	CertError       string `json:"cert_error,omitempty"`
 }
 
 // newHTTPServer returns a server that records and echoes every request. It
@@ -54,8 +60,16 @@ func (n *Node) handleHTTP(listener string, w http.ResponseWriter, r *http.Reques
 		io.WriteString(w, "OK")
 		return
 	}
+	answer := echo{Listener: listener, Method: req.Method, Path: req.Path}
+	if values := r.Header.Values(n.opts.CertHeader); len(values) > 0 {
+		if cert, err := ParseCertHeader(values); err != nil {
+			answer.CertError = err.Error()
+		} else {
+			answer.CertSubject, answer.CertFingerprint = cert.Subject.String(), Fingerprint(cert)
+		}
+	}
 	w.Header().Set("Content-Type", "application/json")
-	json.NewEncoder(w).Encode(echo{Listener: listener, Method: req.Method, Path: req.Path})
+	json.NewEncoder(w).Encode(answer)
 }
 
 // record reads r's body (keeping at most MaxBodyBytes) and stores the request.

@@ -134,3 +134,47 @@ func TestHTTPRecordsTrailers(t *testing.T) {
 		}
 	}
 }
+
+// TestHTTPEchoesForwardedCert: with the certificate header present, the
+// answer names the certificate's subject and fingerprint, as read the node's
+// way; an unreadable header is reported, not ignored; without the header the
+// answer has neither.
+func TestHTTPEchoesForwardedCert(t *testing.T) {
+	n := startNode(t, Options{CertHeader: "X-Client-Cert"})
+	cert := newCert(t, "echo-node")
+	get := func(values ...string) echo {
+		t.Helper()
+		req, err := http.NewRequest(http.MethodGet, n.PublicURL()+"/n2n/hello", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, v := range values {
+			req.Header.Add("x-client-cert", v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var got echo
+		if err := json.NewDecoder(resp.Body).Decode(&got); err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("status %d: %v", resp.StatusCode, err)
+		}
+		return got
+	}
+
+	for _, value := range []string{escapedPEM(cert), base64DER(cert)} {
+		got := get(value)
+		if got.CertSubject != cert.Subject.String() || got.CertFingerprint != Fingerprint(cert) || got.CertError != "" {
+			t.Errorf("echo %+v, want subject %q and fingerprint %s", got, cert.Subject, Fingerprint(cert))
+		}
+	}
+	if got := get(); got.CertSubject != "" || got.CertFingerprint != "" || got.CertError != "" {
+		t.Errorf("echo without the header %+v, want no certificate fields", got)
+	}
+	for _, values := range [][]string{{"not a certificate"}, {escapedPEM(cert), escapedPEM(cert)}} {
+		if got := get(values...); got.CertError == "" || got.CertSubject != "" || got.CertFingerprint != "" {
+			t.Errorf("echo for header %.20q (%d values) %+v, want cert_error only", values[0], len(values), got)
+		}
+	}
+}
