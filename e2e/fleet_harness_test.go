@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -110,8 +111,8 @@ type fleetSettings struct {
 	StrictBurst int
 }
 
-// Limits of the fleet replicas unless a test sets its own: /n2n is never reached, /n2n/strict/
-// allows 3 requests and then one every 20 s.
+// Limits of the fleet replicas unless a test sets its own: the /n2n limit is never reached;
+// /n2n/strict/ allows 3 requests, then one every 20 s.
 const (
 	fleetRelaxedRate  = "10000/1s"
 	fleetRelaxedBurst = 10000
@@ -223,7 +224,11 @@ func (f *fleet) startN(t *testing.T, names ...string) []*replica {
 
 // denyBody is the admin API's JSON body for entry.
 func denyBody(entry string) string {
-	return `{"entry":` + strconv.Quote(entry) + `}`
+	body, err := json.Marshal(map[string]string{"entry": entry})
+	if err != nil {
+		panic(err) // a map of strings always marshals
+	}
+	return string(body)
 }
 
 // poll sends one /n2n request as c to r and returns the outcome; a request refused with a
