@@ -309,11 +309,12 @@ func expectGRPCDenied(t *testing.T, what string, c *leafCert, rs ...*replica) {
 }
 
 // awaitDenyFiles polls every replica's deny_file until holding entry is has (true: present),
-// for at most within.
+// for at most within from now.
 func awaitDenyFiles(t *testing.T, what string, within time.Duration, entry string, has bool, rs ...*replica) {
 	t.Helper()
+	deadline := time.Now().Add(within)
 	for _, r := range rs {
-		eventually(t, within, fmt.Sprintf("%s: replica %s's deny_file holding %q is not %v", what, r.name, entry, has), func() bool {
+		eventually(t, time.Until(deadline), fmt.Sprintf("%s: replica %s's deny_file holding %q is not %v", what, r.name, entry, has), func() bool {
 			return slices.Contains(r.denyFileLines(t), entry) == has
 		})
 	}
