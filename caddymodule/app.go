@@ -424,6 +424,9 @@ func (p *PKIConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
 				opt := d.Val()
+				if err := checkOptionName(d, "denylist", "url", "trusted_signer"); err != nil {
+					return err
+				}
 				var v string
 				if !d.AllArgs(&v) {
 					return d.ArgErr()
