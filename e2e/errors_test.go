@@ -1,6 +1,10 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +12,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/ssh"
+
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // sshKeygen writes a key with ssh-keygen (as an operator makes one) into a fresh directory and
@@ -103,4 +109,101 @@ func TestTokenMintRequiredFlags(t *testing.T) {
 			assertCLIErrorLine(t, runBin(t, cliTimeout, args...), "Error: "+missing+" is required")
 		})
 	}
+}
+
+// TestDenyFileDirectoryValidated proves that `nutsgate validate` refuses a nutsgate app whose
+// deny_file lies in a directory that is missing, is not a directory, or that the gateway cannot
+// write in (the file is replaced through a temporary file there, so the first `deny add` would
+// otherwise fail mid-incident): exit status non-zero and one line naming the file and the problem.
+// The unwritable case runs the gateway as nobody when the tests run as root, for whom every
+// directory is writable.
+func TestDenyFileDirectoryValidated(t *testing.T) {
+	t.Parallel()
+	// A directory every user can enter, holding a copy of the binary every user can run.
+	base, err := os.MkdirTemp("", "nutsgate-denydir-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(base) })
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(base, "nutsgate")
+	copyFile(t, binPath, bin, 0o755)
+	notDir := filepath.Join(base, "file")
+	readOnly := filepath.Join(base, "read-only")
+	writable := filepath.Join(base, "writable")
+	if err := errors.Join(os.WriteFile(notDir, nil, 0o644), os.Mkdir(readOnly, 0o555), os.Mkdir(writable, 0o777),
+		os.Chmod(readOnly, 0o555), os.Chmod(writable, 0o777)); err != nil {
+		t.Fatal(err)
+	}
+
+	validate := func(t *testing.T, denyFile string) result {
+		dir, err := os.MkdirTemp(base, "config-")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := filepath.Join(dir, "Caddyfile")
+		body := fmt.Sprintf("{\n\tadmin off\n\tnutsgate {\n\t\tdeny_file %s\n\t}\n}\n\nhttp://127.0.0.1:1 {\n\trespond 200\n}\n", denyFile)
+		if err := os.WriteFile(cfg, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		args := []string{bin, "validate", "--config", cfg, "--adapter", "caddyfile"}
+		if os.Geteuid() == 0 {
+			args = append([]string{"setpriv", fmt.Sprintf("--reuid=%d", nobody), fmt.Sprintf("--regid=%d", nobody), "--clear-groups"}, args...)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), cliTimeout)
+		defer cancel()
+		cmd := exec.CommandContext(ctx, args[0], args[1:]...)
+		cmd.Env = e2ebin.Env(base)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		err = cmd.Run()
+		res := result{stdout: stdout.String(), stderr: stderr.String()}
+		var exitErr *exec.ExitError
+		switch {
+		case err == nil:
+		case errors.As(err, &exitErr):
+			res.code = exitErr.ExitCode()
+		default:
+			t.Fatalf("validate: %v", err)
+		}
+		return res
+	}
+
+	for _, c := range []struct{ name, denyFile, problem string }{
+		{"missing directory", filepath.Join(base, "missing", "deny"), "directory " + filepath.Join(base, "missing") + " does not exist"},
+		{"not a directory", filepath.Join(notDir, "deny"), notDir + " is not a directory"},
+		{"read-only directory", filepath.Join(readOnly, "deny"), "the gateway cannot write in directory " + readOnly},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			res := validate(t, c.denyFile)
+			if res.code == 0 {
+				t.Fatalf("validate: exit status 0, want non-zero\n%s%s", res.stdout, res.stderr)
+			}
+			want := "deny_file " + c.denyFile + ": " + c.problem
+			var lines []string
+			for _, l := range strings.Split(res.stderr, "\n") {
+				if strings.Contains(l, want) {
+					lines = append(lines, l)
+				}
+			}
+			if len(lines) != 1 {
+				t.Errorf("stderr does not hold one line naming %q:\n%s", want, res.stderr)
+			}
+		})
+	}
+	t.Run("writable directory", func(t *testing.T) {
+		t.Parallel()
+		if res := validate(t, filepath.Join(writable, "deny")); res.code != 0 {
+			t.Errorf("validate: exit status %d\n%s", res.code, res.stderr)
+		}
+		if entries, _ := os.ReadDir(writable); len(entries) != 0 {
+			t.Errorf("validate left %d files in the deny_file's directory", len(entries))
+		}
+	})
 }
