@@ -34,7 +34,9 @@ is a subject DN as "openssl x509 -noout -subject -nameopt RFC2253" prints it,
 such as "CN=node-a,O=Example,C=NL" (OpenSSL's default form, "C = NL, ...", is
 refused), or sha256:<fingerprint> of a client certificate. A change is written to the
 app's deny_file before it takes effect, ends the denied client's open
-requests, and survives a restart.`,
+requests, and survives a restart. Removing an entry that is not listed is
+an error (exit status 1); adding one already listed changes nothing and
+says so on standard error.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("address", "", "admin API address (default localhost:2019)")
 			for _, verb := range []struct{ name, method, short string }{
@@ -251,6 +253,16 @@ func runDeny(method string) func(*cobra.Command, []string) error {
 		var entries []string
 		if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&entries); err != nil {
 			return fmt.Errorf("admin API at %s: reading the answer: %v", addr, err)
+		}
+		// A gateway that does not send the header (an older one) is taken
+		// to have changed the list.
+		if resp.Header.Get(denyChangedHeader) == "false" {
+			switch method {
+			case http.MethodDelete:
+				return fmt.Errorf("%s is not in the deny list", args[0])
+			case http.MethodPost:
+				fmt.Fprintf(os.Stderr, "%s is already listed\n", args[0])
+			}
 		}
 		for _, e := range entries {
 			fmt.Println(e)
