@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -206,4 +207,17 @@ func TestDenyFileDirectoryValidated(t *testing.T) {
 			t.Errorf("validate left %d files in the deny_file's directory", len(entries))
 		}
 	})
+}
+
+// TestVersion proves that `nutsgate version` (and --version) prints nutsgate's own version
+// beside Caddy's, on one line.
+func TestVersion(t *testing.T) {
+	t.Parallel()
+	want := regexp.MustCompile(`^nutsgate \S.* / Caddy v2\.11\.9( |$)`)
+	for _, args := range [][]string{{"version"}, {"--version"}} {
+		line := singleLine(t, runBin(t, cliTimeout, args...))
+		if !want.MatchString(line) {
+			t.Errorf("nutsgate %s printed %q, want it to match %s", strings.Join(args, " "), line, want)
+		}
+	}
 }
