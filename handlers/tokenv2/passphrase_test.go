@@ -108,3 +108,36 @@ func TestParseEncryptedPKCS8(t *testing.T) {
 		}
 	}
 }
+
+// FuzzParseKey: any key file, with or without a passphrase, is read or
+// refused without a panic; a private key read is also read as the same
+// public key, and a key that is read passes the key rules (checkKey).
+func FuzzParseKey(f *testing.F) {
+	for _, k := range testKeys(f) {
+		for _, data := range privateKeyForms(f, k) {
+			f.Add(data, []byte(nil))
+		}
+	}
+	block, err := ssh.MarshalPrivateKeyWithPassphrase(testKeys(f)["p256"].signer, "", []byte("pw"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(pem.EncodeToMemory(block), []byte("pw"))
+	f.Add(pem.EncodeToMemory(block), []byte("wrong"))
+	f.Add([]byte("-----BEGIN ENCRYPTED PRIVATE KEY-----\nMAA=\n-----END ENCRYPTED PRIVATE KEY-----\n"), []byte("x"))
+	f.Add([]byte(`{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`), []byte(nil))
+	f.Fuzz(func(t *testing.T, data, passphrase []byte) {
+		signer, privErr := ParsePrivateKeyWithPassphrase(data, passphrase)
+		pub, pubErr := ParsePublicKeyWithPassphrase(data, passphrase)
+		if privErr == nil {
+			if pubErr != nil || !reflect.DeepEqual(pub, signer.Public()) {
+				t.Fatalf("a private key read is not read as its public key: %v", pubErr)
+			}
+		}
+		if pubErr == nil {
+			if err := checkKey(pub); err != nil {
+				t.Fatalf("a key that breaks the rules was read: %v", err)
+			}
+		}
+	})
+}
