@@ -221,3 +221,40 @@ func TestVersion(t *testing.T) {
 		}
 	}
 }
+
+// TestTokenKeyFileOpenSSLEncrypted proves the two forms OpenSSL encrypts keys in: a PEM key with
+// OpenSSL's legacy encryption headers (openssl ec -aes256) is read with --passphrase-file, and
+// gives the line of the plain key; an encrypted PKCS#8 key (openssl pkcs8 -topk8) is refused with
+// a line that names it and says how to convert it, and the conversion it names (ssh-keygen -p)
+// gives a key that is read.
+func TestTokenKeyFileOpenSSLEncrypted(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	plain, legacy, pkcs8 := filepath.Join(dir, "plain.pem"), filepath.Join(dir, "legacy.pem"), filepath.Join(dir, "pkcs8.pem")
+	for _, args := range [][]string{
+		{"genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", plain},
+		{"ec", "-in", plain, "-aes256", "-passout", "pass:pw", "-out", legacy},
+		{"pkcs8", "-topk8", "-v2", "aes256", "-in", plain, "-passout", "pass:pw", "-out", pkcs8},
+	} {
+		if out, err := exec.Command("openssl", args...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	pass := writeFile(t, "passphrase", []byte("pw\n"))
+	authKey := func(key string, extra ...string) result {
+		return runBin(t, cliTimeout, append([]string{"token", "authorized-key", "--key", key, "--user", "alice"}, extra...)...)
+	}
+	want := singleLine(t, authKey(plain))
+	if got := singleLine(t, authKey(legacy, "--passphrase-file", pass)); got != want {
+		t.Errorf("legacy-encrypted PEM: %q, want %q", got, want)
+	}
+	assertCLIErrorLine(t, authKey(legacy), "Error: key file "+legacy+" is protected by a passphrase: give it with --passphrase-file")
+	assertCLIErrorLine(t, authKey(pkcs8, "--passphrase-file", pass), "Error: key file "+pkcs8+
+		": an encrypted PKCS#8 key is not read: convert it to a passphrase-protected OpenSSH key (ssh-keygen -p -f <file>) or decrypt it (openssl pkcs8)")
+	if out, err := exec.Command("ssh-keygen", "-q", "-p", "-f", pkcs8, "-P", "pw", "-N", "pw").CombinedOutput(); err != nil {
+		t.Fatalf("ssh-keygen -p: %v\n%s", err, out)
+	}
+	if got := singleLine(t, authKey(pkcs8, "--passphrase-file", pass)); got != want {
+		t.Errorf("PKCS#8 key converted by ssh-keygen -p: %q, want %q", got, want)
+	}
+}
