@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 
 	"github.com/caddyserver/caddy/v2"
 	"go.uber.org/zap"
@@ -29,7 +30,9 @@ func init() {
 //	DELETE /nutsgate/deny {"entry": "CN=..."}     lift a denial
 //
 // A change is written to the app's deny_file atomically before the answer
-// (200, with the entries in force), takes effect for the next request, and
+// (200, with the entries in force; its Nutsgate-Deny-Changed header is
+// "false" when a POST's entry was already listed or a DELETE's was not
+// listed, which changes nothing), takes effect for the next request, and
 // ends the open requests of a client it denies. With the app's redis block,
 // the list is the fleet's: a change is made in Redis first, and is in force
 // on every replica within a second; while Redis is unavailable, changes are
@@ -88,6 +91,11 @@ func (AdminAPI) servePKI(w http.ResponseWriter, r *http.Request) error {
 	return json.NewEncoder(w).Encode(st)
 }
 
+// denyChangedHeader, on the answer to a POST or DELETE of /nutsgate/deny,
+// says whether the list changed: "false" when the entry was already listed
+// (POST) or not listed (DELETE).
+const denyChangedHeader = "Nutsgate-Deny-Changed"
+
 // maxAdminBody bounds a request body of the deny-list API.
 const maxAdminBody = 64 << 10
 
@@ -132,6 +140,7 @@ func (AdminAPI) serveDeny(w http.ResponseWriter, r *http.Request) error {
 	}
 	caddy.Log().Named("admin.api.nutsgate").Info("deny list changed",
 		zap.String("method", r.Method), zap.String("entry", entry.Text), zap.Bool("changed", changed), zap.String("file", store.Path()))
+	w.Header().Set(denyChangedHeader, strconv.FormatBool(changed))
 	return writeEntries(w, store.List())
 }
 

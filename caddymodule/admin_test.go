@@ -67,6 +67,20 @@ func TestAdminAPIDeny(t *testing.T) {
 	if code, entries := call(http.MethodDelete, `{"entry": "cn=NODE-A,o=nuts"}`); code != 200 || len(entries) != 0 {
 		t.Fatalf("remove: %d %v", code, entries)
 	}
+	// Nutsgate-Deny-Changed says whether a POST or DELETE changed the list;
+	// either way the answer is 200 with the entries in force.
+	for _, tc := range []struct{ method, body, want string }{
+		{http.MethodDelete, `{"entry": "CN=node-a"}`, "false"},
+		{http.MethodPost, `{"entry": "CN=node-a"}`, "true"},
+		{http.MethodPost, `{"entry": "cn=NODE-A"}`, "false"},
+		{http.MethodDelete, `{"entry": "cn=node-a"}`, "true"},
+	} {
+		w := httptest.NewRecorder()
+		err := AdminAPI{}.serveDeny(w, httptest.NewRequest(tc.method, "/nutsgate/deny", strings.NewReader(tc.body)))
+		if got := w.Header().Get("Nutsgate-Deny-Changed"); err != nil || w.Code != 200 || got != tc.want {
+			t.Errorf("%s %s: %v, status %d, Nutsgate-Deny-Changed %q; want 200 and %q", tc.method, tc.body, err, w.Code, got, tc.want)
+		}
+	}
 	withStore(t, mtlsident.NewStore("", nil))
 	if code, _ := call(http.MethodPost, `{"entry": "CN=a"}`); code != http.StatusConflict {
 		t.Fatalf("without deny_file: %d, want 409", code)

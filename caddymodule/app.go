@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/nutsgate/nutsgate/fleet"
+	"github.com/nutsgate/nutsgate/internal/atomicfile"
 	"github.com/nutsgate/nutsgate/internal/filewatch"
 	"github.com/nutsgate/nutsgate/mtlsident"
 	"github.com/nutsgate/nutsgate/pki"
@@ -72,8 +73,10 @@ func init() {
 //	}
 type App struct {
 	// The file holding the gateway-wide deny list. It is created on the
-	// first change if it does not exist. Without it the list is empty and
-	// the admin API refuses changes.
+	// first change if it does not exist; its directory must exist and be
+	// writable by the gateway (changes replace the file through a
+	// temporary file there), or the config is refused. Without it the list
+	// is empty and the admin API refuses changes.
 	DenyFile string `json:"deny_file,omitempty"`
 
 	// Where the last good CRLs and denylist are kept. Default: the
@@ -168,8 +171,9 @@ func (App) CaddyModule() caddy.ModuleInfo {
 	}
 }
 
-// Provision reads the deny file and sets up revocation checking. Only a
-// file that cannot be read fails it; lines that do not parse are skipped
+// Provision reads the deny file and sets up revocation checking. A deny
+// file that cannot be read, or whose directory does not exist or is not
+// writable by the gateway, fails it; lines that do not parse are skipped
 // and logged.
 func (a *App) Provision(ctx caddy.Context) error {
 	a.logger, a.ctx = ctx.Logger(), ctx
@@ -202,6 +206,11 @@ func (a *App) provisionDenyFile() error {
 		return fmt.Errorf("deny_file: %v", err)
 	}
 	a.DenyFile = path
+	// Changes replace the file through a temporary file next to it: a
+	// directory they cannot write in must fail here, not the first change.
+	if err := atomicfile.CheckDir(path); err != nil {
+		return fmt.Errorf("deny_file %s: %v", path, err)
+	}
 	a.store = mtlsident.NewStore(path, sweepDenied)
 	a.reporter = newDenyFileReporter(a.ctx, path, a.logger)
 	if err := a.store.Load(); err != nil {
@@ -427,6 +436,9 @@ func (p *PKIConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 			}
 			for nesting := d.Nesting(); d.NextBlock(nesting); {
 				opt := d.Val()
+				if err := checkOptionName(d, "denylist", "url", "trusted_signer"); err != nil {
+					return err
+				}
 				var v string
 				if !d.AllArgs(&v) {
 					return d.ArgErr()

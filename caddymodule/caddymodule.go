@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 
+	"github.com/caddyserver/caddy/v2/caddyconfig/caddyfile"
 	"github.com/caddyserver/caddy/v2/caddyconfig/httpcaddyfile"
 	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
@@ -55,6 +57,21 @@ func clientAddr(r *http.Request) netip.Addr {
 }
 
 // setOnce sets a string option that may be given once.
+// checkOptionName returns an error naming the option at d, with its file
+// and line, unless it is one of names. Blocks call it before they count the
+// option's values, so that a misspelled name is reported as unknown and
+// not as a wrong number of values. block qualifies the message for a nested
+// block ("redis" gives "unrecognized redis subdirective").
+func checkOptionName(d *caddyfile.Dispenser, block string, names ...string) error {
+	if slices.Contains(names, d.Val()) {
+		return nil
+	}
+	if block != "" {
+		block += " "
+	}
+	return d.Errf("unrecognized %ssubdirective %q", block, d.Val())
+}
+
 func setOnce(field *string, val string) error {
 	if *field != "" {
 		return errors.New("already specified")

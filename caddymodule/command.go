@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"bytes"
 	"cmp"
+	"crypto"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -33,7 +34,9 @@ is a subject DN as "openssl x509 -noout -subject -nameopt RFC2253" prints it,
 such as "CN=node-a,O=Example,C=NL" (OpenSSL's default form, "C = NL, ...", is
 refused), or sha256:<fingerprint> of a client certificate. A change is written to the
 app's deny_file before it takes effect, ends the denied client's open
-requests, and survives a restart.`,
+requests, and survives a restart. Removing an entry that is not listed is
+an error (exit status 1); adding one already listed changes nothing and
+says so on standard error.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			cmd.PersistentFlags().String("address", "", "admin API address (default localhost:2019)")
 			for _, verb := range []struct{ name, method, short string }{
@@ -85,7 +88,9 @@ next due, and the error of the last fetch if it failed. One line a source;
 Works with the keys and tokens of token_v2 authentication.
 
 "token mint" prints a token_v2 JWT signed with a private key (OpenSSH, PEM
-PKCS#8/SEC1/PKCS#1, or JWK). The algorithm follows the key: Ed25519 EdDSA,
+PKCS#8/SEC1/PKCS#1, or JWK). A key protected by a passphrase (OpenSSH, or
+PEM with OpenSSL's legacy encryption) is read with --passphrase-file: the
+first line of that file is the passphrase. The algorithm follows the key: Ed25519 EdDSA,
 P-256 ES256, P-384 ES384, P-521 ES512, RSA PS512 (or RS512 with --alg RS512).
 The kid is the key's SSH SHA-256 fingerprint, jti a fresh UUID, iat and nbf
 now, and exp now plus --ttl (at most 24h).
@@ -95,7 +100,7 @@ public key and a user name: the line to add to the gateway's authorized_keys
 file so that tokens minted with the key and --iss <user> pass.`,
 		CobraFunc: func(cmd *cobra.Command) {
 			mint := &cobra.Command{
-				Use:   "mint --key <file> --iss <user> --sub <subject> --aud <audience> [--ttl 1h] [--alg RS512]",
+				Use:   "mint --key <file> --iss <user> --sub <subject> --aud <audience> [--ttl 1h] [--alg RS512] [--passphrase-file <file>]",
 				Short: "Prints a token_v2 JWT signed with a private key",
 				Args:  cobra.NoArgs,
 				RunE:  runCommand(cmdTokenMint),
@@ -106,14 +111,16 @@ file so that tokens minted with the key and --iss <user> pass.`,
 			mint.Flags().String("aud", "", "audience: the gateway's configured audience")
 			mint.Flags().Duration("ttl", time.Hour, "lifetime of the token, at most 24h")
 			mint.Flags().String("alg", "", "RS512 to sign with an RSA key using RS512 instead of PS512")
+			mint.Flags().String("passphrase-file", "", "file whose first line is the passphrase of --key")
 			authKey := &cobra.Command{
-				Use:   "authorized-key --key <file> --user <name>",
+				Use:   "authorized-key --key <file> --user <name> [--passphrase-file <file>]",
 				Short: "Prints the authorized_keys line for a key and a user name",
 				Args:  cobra.NoArgs,
 				RunE:  runCommand(cmdTokenAuthorizedKey),
 			}
 			authKey.Flags().String("key", "", "private or public key file (OpenSSH, PEM or JWK)")
 			authKey.Flags().String("user", "", "user name: the iss of the tokens the key signs")
+			authKey.Flags().String("passphrase-file", "", "file whose first line is the passphrase of --key")
 			cmd.AddCommand(mint, authKey)
 		},
 	})
@@ -121,13 +128,18 @@ file so that tokens minted with the key and --iss <user> pass.`,
 
 // cmdTokenMint implements "nutsgate token mint".
 func cmdTokenMint(fl caddycmd.Flags) (int, error) {
-	data, err := readKeyFile(fl.String("key"))
+	for _, name := range []string{"key", "iss", "sub", "aud"} {
+		if fl.String(name) == "" {
+			return caddy.ExitCodeFailedStartup, fmt.Errorf("--%s is required", name)
+		}
+	}
+	var signer crypto.Signer
+	err := readKey(fl, func(data, passphrase []byte) (err error) {
+		signer, err = tokenv2.ParsePrivateKeyWithPassphrase(data, passphrase)
+		return err
+	})
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
-	}
-	signer, err := tokenv2.ParsePrivateKey(data)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("--key %s: %v", fl.String("key"), err)
 	}
 	var rs512 bool
 	switch alg := fl.String("alg"); alg {
@@ -157,13 +169,16 @@ func cmdTokenMint(fl caddycmd.Flags) (int, error) {
 
 // cmdTokenAuthorizedKey implements "nutsgate token authorized-key".
 func cmdTokenAuthorizedKey(fl caddycmd.Flags) (int, error) {
-	data, err := readKeyFile(fl.String("key"))
+	if fl.String("key") == "" {
+		return caddy.ExitCodeFailedStartup, errors.New("--key is required")
+	}
+	var pub crypto.PublicKey
+	err := readKey(fl, func(data, passphrase []byte) (err error) {
+		pub, err = tokenv2.ParsePublicKeyWithPassphrase(data, passphrase)
+		return err
+	})
 	if err != nil {
 		return caddy.ExitCodeFailedStartup, err
-	}
-	pub, err := tokenv2.ParsePublicKey(data)
-	if err != nil {
-		return caddy.ExitCodeFailedStartup, fmt.Errorf("--key %s: %v", fl.String("key"), err)
 	}
 	line, err := tokenv2.AuthorizedKeyLine(pub, fl.String("user"))
 	if err != nil {
@@ -171,6 +186,47 @@ func cmdTokenAuthorizedKey(fl caddycmd.Flags) (int, error) {
 	}
 	fmt.Println(line)
 	return caddy.ExitCodeSuccess, nil
+}
+
+// readKey reads the files of --key and --passphrase-file and hands them to
+// parse, turning its error into one that names the key file and says what
+// to do.
+func readKey(fl caddycmd.Flags, parse func(data, passphrase []byte) error) error {
+	keyFile, passFile := fl.String("key"), fl.String("passphrase-file")
+	data, err := os.ReadFile(keyFile)
+	if err != nil {
+		return fmt.Errorf("--key: %v", err)
+	}
+	var passphrase []byte
+	if passFile != "" {
+		if passphrase, err = readPassphrase(passFile); err != nil {
+			return err
+		}
+	}
+	switch err := parse(data, passphrase); {
+	case err == nil:
+		return nil
+	case errors.Is(err, tokenv2.ErrPassphraseMissing):
+		return fmt.Errorf("key file %s is protected by a passphrase: give it with --passphrase-file", keyFile)
+	case errors.Is(err, tokenv2.ErrWrongPassphrase):
+		return fmt.Errorf("key file %s: the passphrase of %s does not decrypt it", keyFile, passFile)
+	default:
+		return fmt.Errorf("key file %s: %v", keyFile, err)
+	}
+}
+
+// readPassphrase returns the first line of path, without its line break.
+func readPassphrase(path string) ([]byte, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("--passphrase-file: %v", err)
+	}
+	line, _, _ := bytes.Cut(data, []byte("\n"))
+	line = bytes.TrimSuffix(line, []byte("\r"))
+	if len(line) == 0 {
+		return nil, fmt.Errorf("--passphrase-file %s: the first line is empty", path)
+	}
+	return line, nil
 }
 
 // runDeny calls the deny-list admin API with method and prints the entries
@@ -197,6 +253,16 @@ func runDeny(method string) func(*cobra.Command, []string) error {
 		var entries []string
 		if err := json.NewDecoder(io.LimitReader(resp.Body, 16<<20)).Decode(&entries); err != nil {
 			return fmt.Errorf("admin API at %s: reading the answer: %v", addr, err)
+		}
+		// A gateway that does not send the header (an older one) is taken
+		// to have changed the list.
+		if resp.Header.Get(denyChangedHeader) == "false" {
+			switch method {
+			case http.MethodDelete:
+				return fmt.Errorf("%s is not in the deny list", args[0])
+			case http.MethodPost:
+				fmt.Fprintf(os.Stderr, "%s is already listed\n", args[0])
+			}
 		}
 		for _, e := range entries {
 			fmt.Println(e)
@@ -282,15 +348,4 @@ func exitOnError(f func(*cobra.Command, []string) error) func(*cobra.Command, []
 func fail(status int, err error) {
 	fmt.Fprintf(os.Stderr, "Error: %s\n", strings.ReplaceAll(err.Error(), "\n", " "))
 	os.Exit(status)
-}
-
-func readKeyFile(path string) ([]byte, error) {
-	if path == "" {
-		return nil, errors.New("--key is required")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("--key: %v", err)
-	}
-	return data, nil
 }

@@ -47,6 +47,19 @@ func TestDenyFileBadLine(t *testing.T) {
 	}
 }
 
+// TestAppDenyFileDirectory proves that the app's deny_file in a directory
+// that does not exist fails provisioning with one line naming the file and
+// the problem, rather than the first change through the admin API.
+func TestAppDenyFileDirectory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "missing", "deny")
+	a := &App{DenyFile: path}
+	err := a.Provision(caddy.Context{Context: context.Background()})
+	want := "deny_file " + path + ": directory " + filepath.Dir(path) + " does not exist"
+	if err == nil || err.Error() != want {
+		t.Fatalf("provisioning: %v, want %q", err, want)
+	}
+}
+
 // invalidLines is the value of nutsgate_deny_file_invalid_lines{file}, -1
 // if there is no such series.
 func invalidLines(t *testing.T, file string) float64 {

@@ -152,6 +152,9 @@ func (r *RedisConfig) unmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for nesting := d.Nesting(); d.NextBlock(nesting); {
 		opt := d.Val()
+		if err := checkOptionName(d, "redis", "sentinel_nodes", "address", "username", "password", "ca", "sentinel_master", "prefix", "timeout"); err != nil {
+			return err
+		}
 		args := d.RemainingArgs()
 		if opt == "sentinel_nodes" {
 			if len(args) == 0 {

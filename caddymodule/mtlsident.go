@@ -464,6 +464,9 @@ func (m *MTLSIdent) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if err := checkOptionName(d, "", "require", "forward_header", "forward_format", "deny", "deny_file", "max_open"); err != nil {
+			return err
+		}
 		args := d.RemainingArgs()
 		if opt == "require" {
 			if len(args) != 0 {

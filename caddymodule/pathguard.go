@@ -211,7 +211,7 @@ func (pg *PathGuard) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 		return d.Errf("path_guard takes no arguments, not even a matcher: it guards every request, got %q", d.Val())
 	}
 	if d.NextBlock(0) {
-		return d.Err("path_guard takes no block")
+		return d.Errf("unrecognized subdirective %q: path_guard takes no options", d.Val())
 	}
 	return nil
 }

@@ -138,7 +138,7 @@ func TestPathGuardCaddyfile(t *testing.T) {
 		{":80 {\n path_guard /n2n/*\n}", "takes no arguments"},
 		{":80 {\n @m path /x\n path_guard @m\n}", "takes no arguments"},
 		{":80 {\n path_guard on\n}", "takes no arguments"},
-		{":80 {\n path_guard {\n strict\n }\n}", "takes no block"},
+		{":80 {\n path_guard {\n strict\n }\n}", `unrecognized subdirective "strict": path_guard takes no options`},
 	} {
 		_, err := adaptCaddyfile(tc.body)
 		if err == nil || !strings.Contains(err.Error(), tc.err) || !strings.Contains(err.Error(), "Caddyfile:") {

@@ -190,6 +190,9 @@ func (rl *ClientRateLimit) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if err := checkOptionName(d, "", "distributed", "key", "rate", "burst", "max_keys", "zone"); err != nil {
+			return err
+		}
 		if opt == "distributed" {
 			if d.NextArg() {
 				return d.ArgErr()

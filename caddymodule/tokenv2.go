@@ -245,6 +245,9 @@ func (t *TokenV2) UnmarshalCaddyfile(d *caddyfile.Dispenser) error {
 	}
 	for d.NextBlock(0) {
 		opt := d.Val()
+		if err := checkOptionName(d, "", "authorized_keys", "audience", "leeway", "key_options", "failures"); err != nil {
+			return err
+		}
 		var val string
 		if !d.AllArgs(&val) {
 			return d.ArgErr()

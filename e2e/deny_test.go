@@ -181,6 +181,24 @@ func TestDenyList(t *testing.T) {
 			t.Errorf("deny list after remove: output still lists %q", entry)
 		}
 
+		// Removing an entry that is not listed is an error; adding one already listed is not,
+		// but says so. Either way the list stays as it was.
+		assertCLIErrorLine(t, deny("remove", entry), "Error: "+entry+" is not in the deny list")
+		if !listed(deny("add", entry)) {
+			t.Errorf("deny add again: output does not list %q", entry)
+		}
+		res := deny("add", entry)
+		if !listed(res) || res.stderr != entry+" is already listed\n" {
+			t.Errorf("deny add of a listed entry: stdout %q, stderr %q; want the entries and %q", res.stdout, res.stderr, entry+" is already listed")
+		}
+		if res := deny("remove", entry); listed(res) || res.stderr != "" {
+			t.Errorf("deny remove: stdout %q stderr %q, want the entries without %q and nothing on stderr", res.stdout, res.stderr, entry)
+		}
+		// The admin API answers a DELETE of an absent entry as before: 200, the entries in force.
+		if status, body := g.adminDeny(t, http.MethodDelete, `{"entry":"CN=never-listed"}`); status != http.StatusOK {
+			t.Errorf("DELETE of an absent entry: status %d, body %q; want 200", status, body)
+		}
+
 		for _, bad := range []string{"not a DN", "", "sha256:abc"} {
 			t.Run("bad entry "+bad, func(t *testing.T) {
 				assertCLIError(t, deny("add", bad))

@@ -23,10 +23,28 @@ import (
 // MaxMintTTL is the longest lifetime Mint gives a token.
 const MaxMintTTL = 24 * time.Hour
 
+// ErrPassphraseMissing is the error of reading a passphrase-protected key
+// without its passphrase.
+var ErrPassphraseMissing = errors.New("the key is protected by a passphrase")
+
+// ErrWrongPassphrase is the error of reading a passphrase-protected key with
+// a passphrase that does not decrypt it.
+var ErrWrongPassphrase = errors.New("the passphrase does not decrypt the key")
+
 // ParsePrivateKey reads an ECDSA, Ed25519 or RSA private key in OpenSSH,
-// PEM (PKCS#8, SEC1, PKCS#1) or JWK form. Passphrase-protected keys are not
-// supported.
+// PEM (PKCS#8, SEC1, PKCS#1) or JWK form. A passphrase-protected key is
+// refused with ErrPassphraseMissing; ParsePrivateKeyWithPassphrase reads it.
 func ParsePrivateKey(data []byte) (crypto.Signer, error) {
+	return ParsePrivateKeyWithPassphrase(data, nil)
+}
+
+// ParsePrivateKeyWithPassphrase is ParsePrivateKey for a key that may be
+// protected by a passphrase: an OpenSSH key, or a PEM key with OpenSSL's
+// legacy encryption headers. A passphrase given for a key that has none is
+// not used. Without a passphrase the error of a protected key is
+// ErrPassphraseMissing, with a wrong one ErrWrongPassphrase. Encrypted
+// PKCS#8 keys are not read.
+func ParsePrivateKeyWithPassphrase(data, passphrase []byte) (crypto.Signer, error) {
 	var key any
 	if trimmed := bytes.TrimSpace(data); len(trimmed) > 0 && trimmed[0] == '{' {
 		var jwk jose.JSONWebKey
@@ -38,11 +56,20 @@ func ParsePrivateKey(data []byte) (crypto.Signer, error) {
 		}
 		key = jwk.Key
 	} else {
+		if block, _ := pem.Decode(trimmed); block != nil && block.Type == "ENCRYPTED PRIVATE KEY" {
+			return nil, errEncryptedPKCS8
+		}
 		var err error
 		key, err = ssh.ParseRawPrivateKey(data)
 		var missing *ssh.PassphraseMissingError
 		if errors.As(err, &missing) {
-			return nil, errors.New("the key is protected by a passphrase, which is not supported")
+			if len(passphrase) == 0 {
+				return nil, ErrPassphraseMissing
+			}
+			key, err = ssh.ParseRawPrivateKeyWithPassphrase(data, passphrase)
+			if errors.Is(err, x509.IncorrectPasswordError) {
+				return nil, ErrWrongPassphrase
+			}
 		}
 		if err != nil {
 			return nil, fmt.Errorf("not a private key in OpenSSH, PEM or JWK form: %v", err)
@@ -61,6 +88,11 @@ func ParsePrivateKey(data []byte) (crypto.Signer, error) {
 	return signer, nil
 }
 
+// errEncryptedPKCS8 refuses an encrypted PKCS#8 key, which neither Go's
+// standard library nor x/crypto/ssh decrypts.
+var errEncryptedPKCS8 = errors.New("an encrypted PKCS#8 key is not read: " +
+	"convert it to a passphrase-protected OpenSSH key (ssh-keygen -p -f <file>) or decrypt it (openssl pkcs8)")
+
 // checkKey returns an error unless pub is a key that signs token_v2 tokens:
 // ECDSA, Ed25519, or RSA of at least minRSABits bits.
 func checkKey(pub crypto.PublicKey) error {
@@ -69,7 +101,7 @@ func checkKey(pub crypto.PublicKey) error {
 		return nil
 	case *rsa.PublicKey:
 		if k.N.BitLen() < minRSABits {
-			return fmt.Errorf("RSA key of %d bits is shorter than %d", k.N.BitLen(), minRSABits)
+			return fmt.Errorf("RSA key of %d bits; token_v2 needs at least %d", k.N.BitLen(), minRSABits)
 		}
 		return nil
 	}
@@ -78,9 +110,17 @@ func checkKey(pub crypto.PublicKey) error {
 
 // ParsePublicKey reads a public key: any private key ParsePrivateKey
 // reads, an authorized_keys line, a PEM public key (PKIX or PKCS#1) or a
-// public JWK.
+// public JWK. A private key that ParsePrivateKey refuses (protected by a
+// passphrase, too short) is refused with ParsePrivateKey's error.
 func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
-	if signer, err := ParsePrivateKey(data); err == nil {
+	return ParsePublicKeyWithPassphrase(data, nil)
+}
+
+// ParsePublicKeyWithPassphrase is ParsePublicKey reading a private key as
+// ParsePrivateKeyWithPassphrase does.
+func ParsePublicKeyWithPassphrase(data, passphrase []byte) (crypto.PublicKey, error) {
+	signer, privErr := ParsePrivateKeyWithPassphrase(data, passphrase)
+	if privErr == nil {
 		return signer.Public(), nil
 	}
 	trimmed := bytes.TrimSpace(data)
@@ -90,6 +130,9 @@ func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
 		var jwk jose.JSONWebKey
 		if err := jwk.UnmarshalJSON(trimmed); err != nil {
 			return nil, fmt.Errorf("not a JWK: %v", err)
+		}
+		if !jwk.IsPublic() {
+			return nil, privErr
 		}
 		key = jwk.Public().Key
 	case bytes.HasPrefix(trimmed, []byte("-----BEGIN")):
@@ -104,6 +147,9 @@ func ParsePublicKey(data []byte) (crypto.PublicKey, error) {
 		case "RSA PUBLIC KEY":
 			key, err = x509.ParsePKCS1PublicKey(block.Bytes)
 		default:
+			if strings.HasSuffix(block.Type, "PRIVATE KEY") {
+				return nil, privErr
+			}
 			return nil, fmt.Errorf("PEM block %q is not a key this command reads", block.Type)
 		}
 		if err != nil {

@@ -16,7 +16,7 @@ import (
 
 // privateKeyForms returns k's private key in every form ParsePrivateKey
 // reads.
-func privateKeyForms(t *testing.T, k *testKey) map[string][]byte {
+func privateKeyForms(t testing.TB, k *testKey) map[string][]byte {
 	t.Helper()
 	forms := make(map[string][]byte)
 	block, err := ssh.MarshalPrivateKey(k.signer, k.user)

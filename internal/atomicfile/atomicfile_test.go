@@ -28,3 +28,27 @@ func TestWrite(t *testing.T) {
 		t.Fatal("writing into a missing directory succeeded")
 	}
 }
+
+// TestCheckDir proves that a file whose directory is missing, or is not a
+// directory, is reported with the reason, and that a writable directory
+// passes and is left as it was.
+func TestCheckDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := CheckDir(filepath.Join(dir, "deny")); err != nil {
+		t.Fatalf("a writable directory: %v", err)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Errorf("the check left %d files behind", len(entries))
+	}
+	missing := filepath.Join(dir, "missing")
+	if err := CheckDir(filepath.Join(missing, "deny")); err == nil || err.Error() != "directory "+missing+" does not exist" {
+		t.Errorf("a missing directory: %v", err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckDir(filepath.Join(file, "deny")); err == nil || err.Error() != file+" is not a directory" {
+		t.Errorf("a file as directory: %v", err)
+	}
+}
