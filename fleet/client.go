@@ -94,6 +94,16 @@ type Options struct {
 	Up func(bool)
 }
 
+// redisLog routes go-redis's own log lines (dial failures, retries) to
+// zap at DEBUG: the health check reports what matters, once per change.
+type redisLog struct{ l *zap.Logger }
+
+func (r redisLog) Printf(_ context.Context, format string, v ...any) {
+	r.l.Debug(strings.TrimSpace(fmt.Sprintf(format, v...)))
+}
+
+var setRedisLog sync.Once
+
 // New returns a client for cfg. It connects to nothing until Start.
 func New(cfg Config, opts Options) (*Client, error) {
 	o, err := clientOptions(cfg)
@@ -117,6 +127,7 @@ func New(cfg Config, opts Options) (*Client, error) {
 	if c.logger == nil {
 		c.logger = zap.NewNop()
 	}
+	setRedisLog.Do(func() { redis.SetLogger(redisLog{c.logger.Named("go-redis")}) })
 	return c, nil
 }
 
@@ -214,6 +225,10 @@ func (c *Client) Close() error {
 // Up reports whether Redis is usable: its last health check passed and
 // calls have not failed since.
 func (c *Client) Up() bool { return c.state.Load() == stateUp }
+
+// usable reports whether calls to Redis are worth making: it is up, or its
+// first health check has not ended yet (a replica that just started).
+func (c *Client) usable() bool { return c.state.Load() != stateDown }
 
 // The states of a Client.
 const (
@@ -315,7 +330,7 @@ func (c *Client) setUp(up bool, err error) {
 		c.upHook(up)
 	}
 	if !up {
-		c.logger.Error("redis unreachable; the deny list in force stays, rate limits use this replica's buckets, deny-list edits are refused", zap.Error(err))
+		c.logger.Error("redis unusable (unreachable, too slow, or refusing this replica's credentials); the deny list in force stays, rate limits use this replica's buckets, deny-list edits are refused", zap.Error(err))
 		return
 	}
 	c.logger.Info("redis reachable")

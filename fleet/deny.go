@@ -240,7 +240,7 @@ func (d *DenySync) loop(ctx context.Context) {
 		case <-d.kick:
 		case <-t.C:
 		}
-		if !d.c.Up() {
+		if !d.c.usable() {
 			continue
 		}
 		d.mu.Lock()
@@ -389,7 +389,7 @@ func (d *DenySync) Edit(ctx context.Context, e mtlsident.Entry, add bool) (bool,
 	r := record{Removed: !add, Text: e.Text}
 	keys := []string{d.c.Key(denyHash), d.c.Key(denyVersion)}
 	for range 2 {
-		if !d.c.Up() {
+		if !d.c.usable() {
 			return false, ErrUnavailable
 		}
 		deadline := d.c.now() + editBudget.Microseconds()

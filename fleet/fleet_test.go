@@ -406,7 +406,7 @@ func TestUnreachableAtStart(t *testing.T) {
 	defer c.Close()
 	c.Start()
 	waitFor(t, "an error line", func() bool {
-		return logs.FilterLevelExact(zap.ErrorLevel).FilterMessageSnippet("redis unreachable").Len() > 0
+		return logs.FilterLevelExact(zap.ErrorLevel).FilterMessageSnippet("redis unusable").Len() > 0
 	})
 	if c.Up() {
 		t.Fatal("up without redis")

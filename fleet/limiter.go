@@ -60,7 +60,7 @@ func (l *Limiter) Allow(ctx context.Context, key string) (ok bool, retryAfter ti
 	if until, over := l.over.get(key); over && now.Before(until) {
 		return false, until.Sub(now), nil
 	}
-	if !l.c.Up() {
+	if !l.c.usable() {
 		return false, 0, ErrDown
 	}
 	ctx, cancel := l.c.requestContext(ctx)
