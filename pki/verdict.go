@@ -68,6 +68,20 @@ func issuerOf(chain []*x509.Certificate, i int) *x509.Certificate {
 	return nil
 }
 
+// issued yields every certificate of chains whose issuer is in its chain,
+// with that issuer: the certificates whose CRLs can be checked.
+func issued(chains [][]*x509.Certificate) iter.Seq2[*x509.Certificate, *x509.Certificate] {
+	return func(yield func(cert, issuer *x509.Certificate) bool) {
+		for _, chain := range chains {
+			for i, cert := range chain {
+				if issuer := issuerOf(chain, i); issuer != nil && !yield(cert, issuer) {
+					return
+				}
+			}
+		}
+	}
+}
+
 // Check judges the verified chains of a client certificate: nil if they
 // pass, else a *Refusal. Every chain is judged; one refused chain refuses
 // the certificate. A source that no chain has needed before is fetched
@@ -135,35 +149,29 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 	for _, s := range c.extra {
 		await(&s.sourceState, s.held != nil)
 	}
-	for _, chain := range chains {
-		for i, cert := range chain {
-			issuer := issuerOf(chain, i)
-			if issuer == nil {
+	for cert, issuer := range issued(chains) {
+		for p := range points(cert) {
+			s := c.crls[p]
+			switch {
+			case s != nil:
+			case c.configured(p) != nil:
+				s = c.configured(p) // one source, whatever names it
+				c.crls[p] = s
+			case built[p] == nil, len(c.crls) >= maxCRLSources:
+				c.capReached(p) // not built: the cap was reached
 				continue
+			default:
+				s = built[p]
+				c.crls[p] = s
 			}
-			for p := range points(cert) {
-				s := c.crls[p]
-				switch {
-				case s != nil:
-				case c.configured(p) != nil:
-					s = c.configured(p) // one source, whatever names it
-					c.crls[p] = s
-				case built[p] == nil, len(c.crls) >= maxCRLSources:
-					c.capReached(p) // not built: the cap was reached
-					continue
-				default:
-					s = built[p]
-					c.crls[p] = s
-				}
-				if s.addIssuer(issuer) && c.configured(p) == s && !slices.Contains(learnt, s) {
-					learnt = append(learnt, s)
-				}
-				await(&s.sourceState, s.held != nil)
+			if s.addIssuer(issuer) && c.configured(p) == s && !slices.Contains(learnt, s) {
+				learnt = append(learnt, s)
 			}
-			for _, s := range c.extra {
-				if s.held != nil && !s.knows(issuer) && s.held.issuedBy(issuer) && s.addIssuer(issuer) && !slices.Contains(learnt, s) {
-					learnt = append(learnt, s)
-				}
+			await(&s.sourceState, s.held != nil)
+		}
+		for _, s := range c.extra {
+			if s.held != nil && !s.knows(issuer) && s.held.issuedBy(issuer) && s.addIssuer(issuer) && !slices.Contains(learnt, s) {
+				learnt = append(learnt, s)
 			}
 		}
 	}
@@ -174,15 +182,10 @@ func (c *Checker) prepare(ctx context.Context, chains [][]*x509.Certificate) []c
 // yet, as many as the cap leaves room for; the lock is held for reading.
 func (c *Checker) missing(chains [][]*x509.Certificate) []string {
 	var out []string
-	for _, chain := range chains {
-		for i, cert := range chain {
-			if issuerOf(chain, i) == nil {
-				continue
-			}
-			for p := range points(cert) {
-				if c.crls[p] == nil && c.configured(p) == nil && !slices.Contains(out, p) && len(c.crls)+len(out) < maxCRLSources {
-					out = append(out, p)
-				}
+	for cert := range issued(chains) {
+		for p := range points(cert) {
+			if c.crls[p] == nil && c.configured(p) == nil && !slices.Contains(out, p) && len(c.crls)+len(out) < maxCRLSources {
+				out = append(out, p)
 			}
 		}
 	}
@@ -195,26 +198,20 @@ func (c *Checker) ready(chains [][]*x509.Certificate) bool {
 	if c.deny != nil && c.deny.held == nil && (!c.deny.attempted || c.deny.firstFetching()) {
 		return false
 	}
-	for _, chain := range chains {
-		for i, cert := range chain {
-			issuer := issuerOf(chain, i)
-			if issuer == nil {
-				continue
+	for cert, issuer := range issued(chains) {
+		for p := range points(cert) {
+			s := c.crls[p]
+			if s == nil && len(c.crls) >= maxCRLSources && c.configured(p) == nil {
+				c.capReached(p)
+				continue // not followed: judged unknown
 			}
-			for p := range points(cert) {
-				s := c.crls[p]
-				if s == nil && len(c.crls) >= maxCRLSources && c.configured(p) == nil {
-					c.capReached(p)
-					continue // not followed: judged unknown
-				}
-				if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.firstFetching()) {
-					return false
-				}
+			if s == nil || !s.hasIssuer(issuer) || s.held == nil && (!s.attempted || s.firstFetching()) {
+				return false
 			}
-			for _, s := range c.extra {
-				if s.held != nil && !s.hasIssuer(issuer) && s.held.issuedBy(issuer) {
-					return false
-				}
+		}
+		for _, s := range c.extra {
+			if s.held != nil && !s.hasIssuer(issuer) && s.held.issuedBy(issuer) {
+				return false
 			}
 		}
 	}
