@@ -91,15 +91,16 @@ type App struct {
 	// deny_file, this replica's copy of it) and distributed rate limits.
 	Redis *RedisConfig `json:"redis,omitempty"`
 
-	checker  *pki.Checker // nil without pki and without a nuts_pki verifier
-	fleet    *fleet.Client
-	fleetKey string
-	denySync *fleet.DenySync // nil without redis or without deny_file
-	store    *mtlsident.Store
-	reporter *denyFileReporter
-	logger   *zap.Logger
-	ctx      caddy.Context // the config's; watching the file ends with it
-	stop     context.CancelFunc
+	checker     *pki.Checker // nil without pki and without a nuts_pki verifier
+	fleet       *fleet.Client
+	fleetKey    string
+	denySync    *fleet.DenySync // nil without redis or without deny_file
+	denySyncKey string
+	store       *mtlsident.Store
+	reporter    *denyFileReporter
+	logger      *zap.Logger
+	ctx         caddy.Context // the config's; watching the file ends with it
+	stop        context.CancelFunc
 }
 
 // PKIConfig is the app's revocation checking.
@@ -320,11 +321,12 @@ func (a *App) Start() error {
 // Stop stops watching the deny file and, unless a newer config's app has
 // taken over, empties the gateway-wide list.
 func (a *App) Stop() error {
-	a.stopFleet()
 	if a.stop != nil {
 		a.stop()
 	}
-	gateway.store.CompareAndSwap(a.store, nil)
+	if gateway.store.CompareAndSwap(a.store, nil) { // no newer config took over
+		gateway.denySync.CompareAndSwap(a.denySync, nil)
+	}
 	if a.checker != nil {
 		a.checker.Stop()
 		gateway.pki.CompareAndSwap(a.checker, nil)

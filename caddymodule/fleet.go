@@ -52,6 +52,18 @@ type pooledClient struct{ *fleet.Client }
 
 func (p pooledClient) Destruct() error { return p.Close() }
 
+// denySyncs keeps the sync of each deny file across config reloads, by
+// connection settings and file: the config in force has its Store
+// attached, and no two syncs write one file.
+var denySyncs = caddy.NewUsagePool()
+
+type pooledDenySync struct{ *fleet.DenySync }
+
+func (p pooledDenySync) Destruct() error {
+	p.Stop()
+	return nil
+}
+
 // provisionFleet connects the app to Redis (or shares the connection of
 // the config it replaces) and, with a deny file, sets up the sync of the
 // deny list.
@@ -99,9 +111,17 @@ func (a *App) provisionFleet() error {
 		return err
 	}
 	a.fleetKey, a.fleet = string(key), val.(pooledClient).Client
-	if a.store != nil {
-		a.denySync = fleet.NewDenySync(a.fleet, a.store, logger.Named("deny"))
+	if a.store == nil {
+		return nil
 	}
+	a.denySyncKey = a.fleetKey + "\x00" + a.store.Path()
+	val, _, err = denySyncs.LoadOrNew(a.denySyncKey, func() (caddy.Destructor, error) {
+		return pooledDenySync{fleet.NewDenySync(a.fleet, a.store.Path(), logger.Named("deny"))}, nil
+	})
+	if err != nil {
+		return err
+	}
+	a.denySync = val.(pooledDenySync).DenySync
 	return nil
 }
 
@@ -110,7 +130,7 @@ func (a *App) startFleet() error {
 	if a.denySync == nil {
 		return nil
 	}
-	if err := a.denySync.Start(); err != nil {
+	if err := a.denySync.Start(a.store); err != nil {
 		return err
 	}
 	gateway.denySync.Store(a.denySync)
@@ -118,22 +138,19 @@ func (a *App) startFleet() error {
 	return nil
 }
 
-// stopFleet stops the deny list's sync; the connection is released by
-// Cleanup, once the next config holds it.
-func (a *App) stopFleet() {
-	if a.denySync != nil {
-		a.denySync.Stop()
-		gateway.denySync.CompareAndSwap(a.denySync, nil)
-	}
-}
-
-// Cleanup releases the app's hold on its Redis connection.
+// Cleanup releases the app's hold on its deny list's sync and its Redis
+// connection: they end once no config uses them.
 func (a *App) Cleanup() error {
+	var errs []error
+	if a.denySyncKey != "" {
+		_, err := denySyncs.Delete(a.denySyncKey)
+		errs = append(errs, err)
+	}
 	if a.fleetKey != "" {
 		_, err := fleetClients.Delete(a.fleetKey)
-		return err
+		errs = append(errs, err)
 	}
-	return nil
+	return errors.Join(errs...)
 }
 
 // fleetClient is the app's Redis client, for `client_rate_limit {

@@ -2,6 +2,7 @@ package caddymodule
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -61,8 +62,9 @@ type ClientRateLimit struct {
 	Zone string `json:"zone,omitempty"`
 
 	// Keep the buckets in the Redis of the nutsgate app's redis block: one
-	// bucket per key for every replica of the fleet with the same prefix
-	// and zone, so that the limit holds across the fleet. When Redis cannot
+	// bucket per key for every replica of the fleet with the same prefix,
+	// zone and rate, so that the limit holds across the fleet (a zone is
+	// required; give it a name of its own, the same on every replica). When Redis cannot
 	// answer within its timeout, this replica's own buckets decide
 	// (nutsgate_rate_limit_fallback_total counts it).
 	Distributed bool `json:"distributed,omitempty"`
@@ -114,6 +116,9 @@ func (rl *ClientRateLimit) Provision(ctx caddy.Context) error {
 	}
 	rl.limiter = val.(sharedLimiter).Limiter
 	if rl.Distributed {
+		if rl.Zone == "" {
+			return errors.New("distributed: a zone is required: the replicas of a fleet share the buckets of a zone by its name")
+		}
 		app, err := ctx.App("nutsgate")
 		if err != nil {
 			return err

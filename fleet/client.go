@@ -34,8 +34,12 @@ const (
 const (
 	// healthEvery is how often the health check runs.
 	healthEvery = 500 * time.Millisecond
-	// healthTimeout bounds one health check.
-	healthTimeout = time.Second
+	// healthDial bounds a health check, a dial included.
+	healthDial = time.Second
+	// healthChecksToChange is how many health checks in a row must agree
+	// before Redis is marked up or down by them, so that one slow answer
+	// does not flip the state.
+	healthChecksToChange = 2
 	// failuresToDown is how many calls in a row may fail before Redis is
 	// marked down (and skipped) until the health check passes.
 	failuresToDown = 5
@@ -71,7 +75,8 @@ type Client struct {
 	logger  *zap.Logger
 
 	state    atomic.Int32 // unknown until the first health check, then up or down
-	failures atomic.Int64
+	failures atomic.Int64 // calls failed in a row
+	streak   int          // health checks in a row that disagree with the state; the health goroutine's
 	offset   atomic.Int64 // Redis's clock minus ours, in microseconds
 
 	start  sync.Once
@@ -170,7 +175,6 @@ func clientOptions(cfg Config) (*redis.UniversalOptions, error) {
 		WriteTimeout:          5 * time.Second,
 		PoolTimeout:           time.Second,
 		PoolSize:              64,
-		MinIdleConns:          2,
 		DisableIdentity:       true,
 	}
 	if u.Network == "unix" {
@@ -263,11 +267,21 @@ func (c *Client) requestContext(ctx context.Context) (context.Context, context.C
 	return context.WithTimeout(ctx, c.timeout)
 }
 
-// failed records a failed call of op; after failuresToDown in a row, Redis
-// is marked down until the health check passes.
-func (c *Client) failed(op string, err error) {
+// failed records a failed call of op, made in the caller's ctx. Counted in
+// the errors metric; after failuresToDown in a row that say nothing of the
+// caller (its own context ended) nor of the call (an error reply from
+// Redis, such as a script error), Redis is marked down until the health
+// check passes.
+func (c *Client) failed(ctx context.Context, op string, err error) {
+	if ctx.Err() != nil && !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+		return // the client went away
+	}
 	if c.errors != nil {
 		c.errors(op)
+	}
+	var reply redis.Error
+	if errors.As(err, &reply) {
+		return // Redis answered: it is up
 	}
 	if c.failures.Add(1) >= failuresToDown {
 		c.setUp(false, err)
@@ -296,25 +310,48 @@ func (c *Client) health(ctx context.Context) {
 	}
 }
 
+// check runs one health check: Redis must answer, and, on a connection
+// already made (the first call may have to dial), within the request
+// timeout, since a Redis slower than that serves no request. The state
+// changes once healthChecksToChange checks in a row say so (the first
+// check decides at once), and a check that passes does not undo failing
+// calls until the state is down.
 func (c *Client) check(ctx context.Context) {
-	ctx, cancel := context.WithTimeout(ctx, healthTimeout)
+	callCtx, cancel := context.WithTimeout(ctx, healthDial)
 	defer cancel()
-	before := time.Now()
-	t, err := c.rdb.Time(ctx).Result()
-	if ctx.Err() != nil && errors.Is(err, context.Canceled) {
+	_, err := c.rdb.Time(callCtx).Result()
+	if err == nil {
+		before := time.Now()
+		var t time.Time
+		t, err = c.rdb.Time(callCtx).Result()
+		rtt := time.Since(before)
+		switch {
+		case err == nil && rtt > c.timeout:
+			err = fmt.Errorf("redis answered in %s, slower than the timeout of %s", rtt.Round(time.Millisecond), c.timeout)
+		case err == nil:
+			c.offset.Store(t.UnixMicro() - before.Add(rtt/2).UnixMicro())
+		}
+	}
+	if ctx.Err() != nil {
 		return // stopping
 	}
-	if err != nil {
-		if c.errors != nil {
-			c.errors("health")
-		}
-		c.setUp(false, err)
+	up := err == nil
+	if !up && c.errors != nil {
+		c.errors("health")
+	}
+	state := c.state.Load()
+	if (state == stateUp) == up && state != stateUnknown {
+		c.streak = 0
 		return
 	}
-	mid := before.Add(time.Since(before) / 2)
-	c.offset.Store(t.UnixMicro() - mid.UnixMicro())
-	c.failures.Store(0)
-	c.setUp(true, nil)
+	if c.streak++; c.streak < healthChecksToChange && state != stateUnknown {
+		return
+	}
+	c.streak = 0
+	if up {
+		c.failures.Store(0)
+	}
+	c.setUp(up, err)
 }
 
 // setUp marks Redis up or down, logging and calling the hooks on a change.

@@ -201,8 +201,8 @@ func entry(t *testing.T, text string) mtlsident.Entry {
 
 func startSync(t *testing.T, c *Client, s *mtlsident.Store) *DenySync {
 	t.Helper()
-	d := NewDenySync(c, s, nil)
-	if err := d.Start(); err != nil {
+	d := NewDenySync(c, s.Path(), nil)
+	if err := d.Start(s); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(d.Stop)
@@ -296,13 +296,14 @@ func TestParseRecord(t *testing.T) {
 	}{
 		{"12 + CN=a b", true}, {"12 - CN=a", true}, {"x + CN=a", false}, {"12 * CN=a", false},
 		{"12 +", false}, {"-1 + CN=a", false}, {"", false}, {"12 + ", false},
+		{"+12 + CN=a", false}, {"1125899906842625 + CN=a", false}, {"9000000000000000000 + CN=a", false},
 	} {
-		if _, ok := parseRecord(tc.in); ok != tc.ok {
+		if _, ok := parseRecord(tc.in, 1<<50); ok != tc.ok {
 			t.Errorf("parseRecord(%q) ok %v, want %v", tc.in, ok, tc.ok)
 		}
 	}
 	ka, kb := entry(t, "CN=a").Key(), entry(t, "CN=b").Key()
-	recs, bad := parseRecords([]any{ka, "5 + CN=a", kb, "5 + CN=c", kb, "junk", 7, "5 + CN=e"})
+	recs, bad := parseRecords([]any{ka, "5 + CN=a", kb, "5 + CN=c", kb, "junk", 7, "5 + CN=e"}, 1<<50)
 	if len(recs) != 1 || bad != 3 {
 		t.Fatalf("records %v, bad %d: want only cn=a, 3 bad", recs, bad)
 	}
@@ -414,4 +415,78 @@ func TestUnreachableAtStart(t *testing.T) {
 	r.start(t)
 	t.Cleanup(r.kill)
 	waitFor(t, "redis up", c.Up)
+}
+
+// TestDenyRedisGarbage: a version Redis holds that no replica wrote (too
+// big to count on, not a number, infinite) neither freezes nor splits the
+// list: the replicas put a good one back and edits keep converging.
+func TestDenyRedisGarbage(t *testing.T) {
+	for _, bad := range []string{"9000000000000000000", "inf", "abc", "-5"} {
+		t.Run(bad, func(t *testing.T) {
+			r := startRedis(t)
+			a, b := testStore(t), testStore(t)
+			ca := r.client(t, "fleet")
+			da := startSync(t, ca, a)
+			startSync(t, r.client(t, "fleet"), b)
+			if err := ca.rdb.Set(context.Background(), ca.Key(denyVersion), bad, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			for _, step := range []struct {
+				add  bool
+				want []string
+			}{{true, []string{"CN=x"}}, {false, nil}, {true, []string{"CN=x"}}} {
+				if _, err := da.Edit(context.Background(), entry(t, "CN=x"), step.add); err != nil {
+					t.Fatalf("edit with deny:version %q: %v", bad, err)
+				}
+				expectList(t, "b", b, step.want...)
+			}
+			if !ca.Up() {
+				t.Fatal("redis marked down by garbage it holds")
+			}
+		})
+	}
+}
+
+// TestCallerGoneIsNotRedisDown: requests whose client went away are not
+// Redis failures.
+func TestCallerGoneIsNotRedisDown(t *testing.T) {
+	r := startRedis(t)
+	c := r.client(t, "fleet")
+	l := NewLimiter(c, "z", 10, time.Second, 10, 100)
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for range 2 * failuresToDown {
+		l.Allow(ctx, "k")
+	}
+	if !c.Up() {
+		t.Fatal("cancelled requests marked redis down")
+	}
+}
+
+// TestLimiterDistrustsBucket: a bucket value no script wrote cannot lock a
+// client out for longer than one interval, and zones of one name with
+// other rates never share a bucket.
+func TestLimiterDistrustsBucket(t *testing.T) {
+	r := startRedis(t)
+	c := r.client(t, "fleet")
+	l := NewLimiter(c, "z", 10, time.Second, 10, 100)
+	if err := c.rdb.Set(context.Background(), l.bucket("k"), "100000000000000000", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	ok, wait, err := l.Allow(context.Background(), "k")
+	if err == nil || ok || wait != 0 {
+		t.Fatalf("bucket from the far future: %v %v %v, want an error (the caller decides locally)", ok, wait, err)
+	}
+	if _, over := l.over.get("k"); over {
+		t.Fatal("a wait Redis should never give was remembered")
+	}
+	slow := NewLimiter(c, "z", 1, time.Hour, 1, 100)
+	fast := NewLimiter(c, "z", 100, time.Second, 100, 100)
+	slow.Allow(context.Background(), "k2")
+	if ok, _, err := slow.Allow(context.Background(), "k2"); ok || err != nil {
+		t.Fatalf("slow zone: %v %v", ok, err)
+	}
+	if ok, _, err := fast.Allow(context.Background(), "k2"); !ok || err != nil {
+		t.Fatalf("a zone of the same name with another rate shares the bucket: %v %v", ok, err)
+	}
 }

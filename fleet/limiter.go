@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"sync"
 	"time"
@@ -56,6 +55,11 @@ func NewLimiter(c *Client, zone string, events int, per time.Duration, burst, ma
 // decide in time (it is down, slow or failing): the caller decides
 // locally.
 func (l *Limiter) Allow(ctx context.Context, key string) (ok bool, retryAfter time.Duration, err error) {
+	defer func() {
+		if r := recover(); r != nil { // go-redis on a reply no Redis sends
+			ok, retryAfter, err = false, 0, fmt.Errorf("reading Redis's answer: %v", r)
+		}
+	}()
 	now := time.Now()
 	if until, over := l.over.get(key); over && now.Before(until) {
 		return false, until.Sub(now), nil
@@ -70,15 +74,17 @@ func (l *Limiter) Allow(ctx context.Context, key string) (ok bool, retryAfter ti
 		err = fmt.Errorf("rate limit script answered %v", res)
 	}
 	if err != nil {
-		l.c.failed("rate_limit", err)
+		l.c.failed(ctx, "rate_limit", err)
 		return false, 0, err
 	}
 	l.c.succeeded()
 	if res[0] == 1 {
 		return true, 0, nil
 	}
-	if res[1] < 0 {
-		return false, 0, errors.New("rate limit script answered a negative wait")
+	if res[1] < 0 || res[1] > l.interval {
+		// No bucket of this zone makes a client wait longer than one
+		// interval: the bucket's value is not one the script wrote.
+		return false, 0, fmt.Errorf("rate limit script answered a wait of %dµs, past the interval of %dµs", res[1], l.interval)
 	}
 	wait := time.Duration(res[1]) * time.Microsecond
 	l.over.set(key, now.Add(wait))
@@ -86,11 +92,12 @@ func (l *Limiter) Allow(ctx context.Context, key string) (ok bool, retryAfter ti
 }
 
 // bucket is the Redis key of key's bucket: the zone in braces (one Redis
-// Cluster slot per zone), the key hashed, so that its length is bounded
-// whatever a client sends.
+// Cluster slot per zone) with its rate, so that zones of the same name
+// with other rates (a rolling change) never share a bucket, and the key
+// hashed, so that its length is bounded whatever a client sends.
 func (l *Limiter) bucket(key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return l.c.Key("rl:{" + l.zone + "}:" + hex.EncodeToString(sum[:16]))
+	return l.c.Key(fmt.Sprintf("rl:{%s}:%d:%d:%s", l.zone, l.interval, l.size, hex.EncodeToString(sum[:16])))
 }
 
 // overLimit remembers, by key, until when a key is over its limit.
