@@ -10,7 +10,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"math/big"
@@ -25,7 +24,6 @@ import (
 	"testing"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 	"go.uber.org/zap/zaptest/observer"
@@ -491,49 +489,18 @@ func TestExpired(t *testing.T) {
 	expectReason(t, "no chain", c.Held(nil), Unverified)
 }
 
-// signList signs entries as a denylist with key.
-func signList(t *testing.T, key ed25519.PrivateKey, entries ...DenyEntry) []byte {
-	t.Helper()
-	payload, err := json.Marshal(entries)
-	if err != nil {
-		t.Fatal(err)
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.EdDSA, Key: key}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	jws, err := signer.Sign(payload)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := jws.CompactSerialize()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return []byte(out)
-}
-
-func entryFor(t *testing.T, cert *x509.Certificate) DenyEntry {
-	t.Helper()
-	tp, err := Thumbprint(cert)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return DenyEntry{Issuer: cert.Issuer.String(), SerialNumber: cert.SerialNumber.String(), JWKThumbprint: tp, Reason: "test"}
-}
-
 func TestDenylist(t *testing.T) {
 	s := newSetup(t)
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
 	_, otherKey, _ := ed25519.GenerateKey(rand.Reader)
-	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, s.lost)))
+	s.srv.serve("/denylist.jws", dlSignEntries(t, key, dlEntry(t, s.lost, "test")))
 	c := newChecker(t, Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, StateDir: t.TempDir(), MaxStale: time.Hour})
 	ctx := context.Background()
 	expectReason(t, "banned leaf", c.Check(ctx, s.chain(s.lost)), Banned)
 	expectReason(t, "other leaf", c.Check(ctx, s.chain(s.good)), "")
 
 	// Banning the intermediate bans its tree.
-	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, s.int.cert)))
+	s.srv.serve("/denylist.jws", dlSignEntries(t, key, dlEntry(t, s.int.cert, "test")))
 	refetch(t, c)
 	expectReason(t, "leaf under a banned intermediate", c.Held(s.chain(s.good)), Banned)
 
@@ -544,7 +511,7 @@ func TestDenylist(t *testing.T) {
 		base64.RawURLEncoding.EncodeToString([]byte(`[]`)),
 		base64.RawURLEncoding.EncodeToString(make([]byte, 32)),
 	}, ".")
-	for _, bad := range [][]byte{signList(t, otherKey), []byte(hs256)} {
+	for _, bad := range [][]byte{dlSignEntries(t, otherKey), []byte(hs256)} {
 		s.srv.serve("/denylist.jws", bad)
 		refetch(t, c)
 		expectReason(t, "leaf under a banned intermediate after a bad list", c.Held(s.chain(s.good)), Banned)
@@ -561,32 +528,16 @@ func TestDenylist(t *testing.T) {
 }
 
 func TestRealDenylist(t *testing.T) {
-	signer, err := ParseSigner(readTestdata(t, "nuts-denylist/pubkey.pem"))
+	signer, err := ParseSigner(dlReadFixture(t, "pubkey.pem"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, _ := pem.Decode(readTestdata(t, "nuts-denylist/Nuts_Development_Network_Root_CA_14349442077069222823.crt"))
-	if b == nil {
-		t.Fatal("certificate fixture is not PEM")
-	}
-	devRoot, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
+	devRoot := dlFixtureCert(t)
 	s := newSetup(t)
-	c := newChecker(t, Config{Denylist: filepath.Join("testdata", "nuts-denylist", "denylist.jws"), Signer: signer})
+	c := newChecker(t, Config{Denylist: filepath.Join(dlFixtureDir, "denylist.jws"), Signer: signer})
 	refetch(t, c)
 	expectReason(t, "chain up to the banned development network root", c.Check(context.Background(), [][]*x509.Certificate{{devRoot}}), Banned)
 	expectReason(t, "another chain", c.Check(context.Background(), s.chain(s.good)), "")
-}
-
-func readTestdata(t *testing.T, name string) []byte {
-	t.Helper()
-	data, err := os.ReadFile(filepath.Join("testdata", name))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return data
 }
 
 // A source whose first fetch failed is not waited for again while it is
@@ -661,7 +612,7 @@ func TestRefetchAtNextUpdate(t *testing.T) {
 func TestDenylistNotDueAtRefresh(t *testing.T) {
 	s := newSetup(t)
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
-	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, s.lost)))
+	s.srv.serve("/denylist.jws", dlSignEntries(t, key, dlEntry(t, s.lost, "test")))
 	c := New(Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, MaxStale: time.Second, FetchTimeout: 2 * time.Second})
 	t.Cleanup(c.Stop)
 	refetch(t, c)
@@ -957,7 +908,7 @@ func TestAdopt(t *testing.T) {
 	s.srv.serve("/int.crl", s.int.crl(t, 2, s.lost))
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
 	banned := s.int.issue(t, "banned", time.Now().Add(12*time.Hour))
-	s.srv.serve("/denylist.jws", signList(t, key, entryFor(t, banned)))
+	s.srv.serve("/denylist.jws", dlSignEntries(t, key, dlEntry(t, banned, "test")))
 	cfg := Config{Denylist: s.srv.URL + "/denylist.jws", Signer: pub, MaxStale: time.Hour, FetchTimeout: 2 * time.Second}
 	prev := newChecker(t, cfg)
 	expectReason(t, "revoked leaf", prev.Check(context.Background(), s.chain(s.lost)), Revoked)
