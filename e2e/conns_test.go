@@ -1,11 +1,9 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -56,33 +54,13 @@ func TestDenyClosesConnections(t *testing.T) {
 	t.Run("HTTP/1.1 keep-alive connection between requests", func(t *testing.T) {
 		t.Parallel()
 		c := g.pki.client(t, "conn-http1")
-		cfg := g.tlsConfig(c)
-		cfg.NextProtos = []string{"http/1.1"}
-		conn, err := tls.Dial("tcp", g.addr(g.N2N), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		br := bufio.NewReader(conn)
-		if _, err := io.WriteString(conn, "GET "+n2nPath("keepalive")+" HTTP/1.1\r\nHost: localhost:"+strconv.Itoa(g.N2N)+"\r\n\r\n"); err != nil {
-			t.Fatal(err)
-		}
-		resp, err := http.ReadResponse(br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || resp.Close {
-			t.Fatalf("first request: %d (close %v), want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
-		}
+		ended := g.openIdleH1(t, c)
 		denied := time.Now()
 		g.changeDeny(t, http.MethodPost, c.subject())
-		if err := conn.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
-			t.Fatal(err)
-		}
-		_, err = br.ReadByte()
-		if errors.Is(err, os.ErrDeadlineExceeded) {
+		var err error
+		select {
+		case err = <-ended:
+		case <-time.After(time.Second):
 			t.Fatal("the idle keep-alive connection of a denied client is still open 1 s after the denial")
 		}
 		t.Logf("connection closed %s after the denial: %v", time.Since(denied).Round(time.Millisecond), err)

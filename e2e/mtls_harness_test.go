@@ -1,10 +1,12 @@
 package e2e
 
 import (
+	"bufio"
 	"cmp"
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
@@ -543,4 +545,40 @@ func expectSubject(t *testing.T, header metadata.MD, c *leafCert) {
 	if got := header.Get(testnode.SubjectHeader); len(got) != 1 || got[0] != c.subject() {
 		t.Errorf("node reports client subject %q, want [%q]", got, c.subject())
 	}
+}
+
+// openIdleH1 makes one request as c on an HTTP/1.1 keep-alive connection to the n2n port, leaves
+// the connection open and idle, and returns a channel that gets the error when it ends.
+func (g *mtlsGateway) openIdleH1(t *testing.T, c *leafCert) <-chan error {
+	t.Helper()
+	cfg := g.tlsConfig(c)
+	cfg.NextProtos = []string{"http/1.1"}
+	conn, err := tls.Dial("tcp", g.addr(g.N2N), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	br := bufio.NewReader(conn)
+	if _, err := io.WriteString(conn, "GET "+n2nPath("keepalive")+" HTTP/1.1\r\nHost: localhost:"+strconv.Itoa(g.N2N)+"\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || resp.Close {
+		t.Fatalf("HTTP/1.1 request as %s: %d (close %v), want 200 on a kept-alive connection", c.subject(), resp.StatusCode, resp.Close)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
+		_, err := br.ReadByte()
+		if err == nil {
+			err = errors.New("the server sent something on an idle connection")
+		}
+		ended <- err
+	}()
+	return ended
 }

@@ -800,42 +800,6 @@ func (g *pkiGateway) openIdleH2(t *testing.T, c *leafCert) <-chan error {
 	return ended
 }
 
-// openIdleH1 makes one request as c on an HTTP/1.1 keep-alive connection to the n2n port, leaves
-// the connection open and idle, and returns a channel that gets the error when it ends.
-func (g *pkiGateway) openIdleH1(t *testing.T, c *leafCert) <-chan error {
-	t.Helper()
-	cfg := g.tlsConfig(c)
-	cfg.NextProtos = []string{"http/1.1"}
-	conn, err := tls.Dial("tcp", g.addr(g.N2N), cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	br := bufio.NewReader(conn)
-	if _, err := io.WriteString(conn, "GET "+n2nPath("keepalive")+" HTTP/1.1\r\nHost: localhost:"+strconv.Itoa(g.N2N)+"\r\n\r\n"); err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusOK || resp.Close {
-		t.Fatalf("HTTP/1.1 request as %s: %d (close %v), want 200 on a kept-alive connection", c.subject(), resp.StatusCode, resp.Close)
-	}
-	ended := make(chan error, 1)
-	go func() {
-		_ = conn.SetReadDeadline(time.Now().Add(30 * time.Second))
-		_, err := br.ReadByte()
-		if err == nil {
-			err = errors.New("the server sent something on an idle connection")
-		}
-		ended <- err
-	}()
-	return ended
-}
-
 // openStream opens a gRPC FullDuplexCall as c, makes one exchange, and returns a channel that
 // gets the error that ends the stream.
 func (g *pkiGateway) openStream(t *testing.T, c *leafCert) <-chan error {
