@@ -806,11 +806,11 @@ func (g *pkiGateway) expectIdentRefused(t *testing.T, what string, c *leafCert, 
 	t.Helper()
 	want := "client certificate " + why
 	// A sweep after another subtest's refresh closes the fresh connections of refused clients,
-	// this one's included: a closed connection is tried again, a few times.
-	const attempts = 5
+	// this one's included: a closed connection is tried again, a few times (refusedUnary does the
+	// same for gRPC).
 	path := n2nPath("ident")
 	var r httpsResult
-	for range attempts {
+	for range 5 {
 		if r = (httpsRequest{tls: g.tlsConfig(c), port: g.plain, path: path}.do(t)); r.err == nil {
 			break
 		}
@@ -819,20 +819,14 @@ func (g *pkiGateway) expectIdentRefused(t *testing.T, what string, c *leafCert, 
 		t.Errorf("%s: GET %s on the site without the verifier: got %s, want 403", what, path, r)
 	}
 	g.expectNodeSawNothing(t, path)
-	var err error
-	for range attempts {
-		cl := g.dialGRPC(t, "localhost:"+strconv.Itoa(g.plain),
-			grpc.WithTransportCredentials(credentials.NewTLS(g.tlsConfig(c))),
-			grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
-				return (&net.Dialer{}).DialContext(ctx, "tcp", g.addr(g.plain))
-			}))
-		_, err = cl.unary(t)
-		if calls := g.nodeCalls(cl); len(calls) != 0 {
-			t.Errorf("%s: the node accepted %d calls of %s", what, len(calls), c.subject())
-		}
-		if status.Code(err) != codes.Unavailable {
-			break
-		}
+	cl := g.dialGRPC(t, "localhost:"+strconv.Itoa(g.plain),
+		grpc.WithTransportCredentials(credentials.NewTLS(g.tlsConfig(c))),
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "tcp", g.addr(g.plain))
+		}))
+	err := cl.refusedUnary(t)
+	if calls := g.nodeCalls(cl); len(calls) != 0 {
+		t.Errorf("%s: the node accepted %d calls of %s", what, len(calls), c.subject())
 	}
 	if status.Code(err) != codes.PermissionDenied || status.Convert(err).Message() != want {
 		t.Errorf("%s: UnaryCall on the site without the verifier: %v, want PermissionDenied %q", what, err, want)
