@@ -350,36 +350,31 @@ var revocationMessages = map[pki.Reason]string{
 	pki.Unverified: "client certificate not verified",
 }
 
-// checkRevocation is the revocation verdict on a client at a request: its
-// certificate's expiry, and, with revocation checking, its chains, fetching
-// a CRL or the denylist never held (as the nuts_pki verifier does).
+// checkRevocation is the revocation verdict on a client at a request: with
+// revocation checking, that of its chains (expiry included), fetching a CRL
+// or the denylist never held, as the nuts_pki verifier does; without, its
+// chains' expiry.
 func checkRevocation(ctx context.Context, id mtlsident.Identity) error {
-	if err := expired(id); err != nil {
-		return err
-	}
 	if c := gateway.pki.Load(); c != nil {
 		return c.Check(ctx, id.Chains)
 	}
-	return nil
+	return expired(id)
 }
 
 // revoked is the verdict of checkRevocation by what is held now: it never
 // fetches or waits, for the sweeps that cut off clients.
 func revoked(id mtlsident.Identity) error {
-	if err := expired(id); err != nil {
-		return err
-	}
 	if c := gateway.pki.Load(); c != nil && len(id.Chains) > 0 {
 		return c.Held(id.Chains)
 	}
-	return nil
+	return expired(id)
 }
 
 // expired refuses a client whose certificate, or a CA certificate of its
 // verified chains, is past its notAfter.
 func expired(id mtlsident.Identity) error {
 	now := time.Now()
-	if !id.NotAfter.IsZero() && now.After(id.NotAfter) {
+	if len(id.Chains) == 0 && !id.NotAfter.IsZero() && now.After(id.NotAfter) {
 		return &pki.Refusal{Reason: pki.Expired, Detail: "client certificate past its notAfter " + id.NotAfter.UTC().Format(time.RFC3339)}
 	}
 	for _, chain := range id.Chains {
