@@ -217,10 +217,7 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 			// Not a verdict (none is expected): refused as not verified.
 			ref = &pki.Refusal{Reason: pki.Unverified, Detail: err.Error()}
 		}
-		pkiRefusals.WithLabelValues(string(ref.Reason)).Inc()
-		if c, sup := pkiRefusalLog.Check(m.logger, zapcore.InfoLevel, string(ref.Reason), "client certificate refused"); c != nil {
-			c.Write(append(refusalFields(ref, client.Chains, nil), zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI), sup)...)
-		}
+		pkiRefused(m.logger, "client certificate refused", ref, client.Chains, nil, zap.String("remote_ip", clientIP(r)), zap.String("uri", r.RequestURI))
 		return refuse(w, r, http.StatusForbidden, grpcPermissionDenied, revocationMessages[ref.Reason])
 	}
 	watchExpiry(client.Chains)

@@ -77,16 +77,20 @@ func (v *NutsPKIVerifier) VerifyClientCertificate(rawCerts [][]byte, verifiedCha
 	if !errors.As(err, &r) {
 		return err
 	}
-	pkiRefusals.WithLabelValues(string(r.Reason)).Inc()
-	if c, sup := pkiRefusalLog.Check(v.logger, zapcore.InfoLevel, string(r.Reason), "client certificate refused at the TLS handshake"); c != nil {
-		c.Write(append(refusalFields(r, verifiedChains, rawCerts), sup)...)
-	}
+	pkiRefused(v.logger, "client certificate refused at the TLS handshake", r, verifiedChains, rawCerts)
 	return fmt.Errorf("client certificate %s", r.Reason)
 }
 
-// refusalFields are the log fields of a refusal: the client (its leaf),
-// the certificate the refusal is about, the reason and its detail.
-func refusalFields(r *pki.Refusal, chains [][]*x509.Certificate, rawCerts [][]byte) []zap.Field {
+// pkiRefused counts a refusal of revocation checking in
+// nutsgate_pki_refusals_total and logs it as msg, sampled per reason (see
+// refusallog.go), with the client (its leaf), the certificate the refusal
+// is about, the reason and its detail, and extra.
+func pkiRefused(logger *zap.Logger, msg string, r *pki.Refusal, chains [][]*x509.Certificate, rawCerts [][]byte, extra ...zap.Field) {
+	pkiRefusals.WithLabelValues(string(r.Reason)).Inc()
+	c, sup := pkiRefusalLog.Check(logger, zapcore.InfoLevel, string(r.Reason), msg)
+	if c == nil {
+		return
+	}
 	fields := []zap.Field{zap.String("reason", string(r.Reason)), zap.String("detail", r.Detail)}
 	var leaf *x509.Certificate
 	if len(chains) > 0 && len(chains[0]) > 0 {
@@ -100,7 +104,7 @@ func refusalFields(r *pki.Refusal, chains [][]*x509.Certificate, rawCerts [][]by
 	if r.Cert != nil && r.Cert != leaf {
 		fields = append(fields, zap.String("refused_certificate", r.Cert.Subject.String()), zap.String("refused_serial", r.Cert.SerialNumber.String()))
 	}
-	return fields
+	c.Write(append(append(fields, extra...), sup)...)
 }
 
 // UnmarshalCaddyfile reads `verifier nuts_pki`, which has no options: the
