@@ -38,17 +38,19 @@ return {1, 0}
 // so that a client that keeps trying costs no Redis call.
 type Limiter struct {
 	c        *Client
-	zone     string
-	interval int64 // microseconds between events
-	size     int64 // interval times burst
+	interval int64  // microseconds between events
+	size     int64  // interval times burst
+	prefix   string // of the bucket keys
 	over     overLimit
 }
 
 // NewLimiter returns the limiter of zone: events per period, in bursts of
 // at most burst; at most maxKeys keys over their limit are remembered.
 func NewLimiter(c *Client, zone string, events int, per time.Duration, burst, maxKeys int) *Limiter {
-	interval := max(per.Microseconds()/int64(events), 1)
-	return &Limiter{c: c, zone: zone, interval: interval, size: interval * int64(burst), over: overLimit{max: maxKeys}}
+	l := &Limiter{c: c, interval: max(per.Microseconds()/int64(events), 1), over: overLimit{max: maxKeys}}
+	l.size = l.interval * int64(burst)
+	l.prefix = c.Key(fmt.Sprintf("rl:{%s}:%d:%d:", zone, l.interval, l.size))
+	return l
 }
 
 // Allow takes a token of key's bucket. An error means Redis could not
@@ -97,7 +99,7 @@ func (l *Limiter) Allow(ctx context.Context, key string) (ok bool, retryAfter ti
 // hashed, so that its length is bounded whatever a client sends.
 func (l *Limiter) bucket(key string) string {
 	sum := sha256.Sum256([]byte(key))
-	return l.c.Key(fmt.Sprintf("rl:{%s}:%d:%d:%s", l.zone, l.interval, l.size, hex.EncodeToString(sum[:16])))
+	return l.prefix + hex.EncodeToString(sum[:16])
 }
 
 // overLimit remembers, by key, until when a key is over its limit.
