@@ -18,10 +18,6 @@ import (
 	"github.com/go-jose/go-jose/v4"
 )
 
-// DefaultDenylistURL is the node's default pki.denylist.url: the list the Nuts network
-// publishes.
-const DefaultDenylistURL = "https://cdn.jsdelivr.net/gh/nuts-foundation/denylist@main/denylist/denylist.jws"
-
 // MaxDenylistSize bounds a denylist (1 MiB): a longer input is refused before it is parsed.
 const MaxDenylistSize = 1 << 20
 
