@@ -11,7 +11,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nutsgate/nutsgate/internal/e2ebin"
 	yaml "go.yaml.in/yaml/v3"
 )
 
@@ -195,10 +194,7 @@ func caddyfileVars(text string) map[string]bool {
 //     argument) is go.mod's, and xcaddy builds that version, never "latest".
 func TestComposeDeployment(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	data, err := os.ReadFile(filepath.Join(root, composeDir, "compose.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -454,10 +450,7 @@ func dockerignored(patterns []string, name string) bool {
 // what the build needs.
 func TestComposeDockerignore(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	data, err := os.ReadFile(filepath.Join(root, ".dockerignore"))
 	if err != nil {
 		t.Fatal(err)

@@ -61,10 +61,7 @@ func readCert(t *testing.T, file string) *x509.Certificate {
 // calls), and the trial peer's client certificate is accepted by the network trust store.
 func TestTrialCerts(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	dir := filepath.Join(t.TempDir(), "tls")
 	runTrialCerts(t, root, dir)
 	for _, name := range shippedTLSFiles {
@@ -107,10 +104,7 @@ var deployReadmeVar = regexp.MustCompile("(?m)^\\| `([A-Z][A-Z0-9_]*)` \\|")
 // that the documentation cannot drift from the files.
 func TestDeployReadmeVariables(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	read := map[string][]string{}
 	for _, cfg := range shippedConfigs {
 		if cfg.quickStart {
@@ -201,10 +195,7 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 // Caddyfile and `nutsgate deny` take it.
 func TestSystemdUnitAdminSocket(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	unit, err := os.ReadFile(filepath.Join(root, "deploy", "nutsgate.service"))
 	if err != nil {
 		t.Fatal(err)

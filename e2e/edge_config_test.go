@@ -9,8 +9,6 @@ import (
 	"strconv"
 	"testing"
 	"time"
-
-	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // adaptShipped returns the JSON that `nutsgate adapt` makes of a shipped Caddyfile, run as the
@@ -18,10 +16,7 @@ import (
 // the environment.
 func adaptShipped(t *testing.T, e shippedEnv, cfg shippedConfig) jsonObj {
 	t.Helper()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	dir, file := "", filepath.Join(root, cfg.name)
 	if cfg.quickStart {
 		dir, file = root, cfg.name

@@ -64,10 +64,7 @@ func startExampleGateway(t *testing.T, extra ...string) *exampleGateway {
 		public: e2ebin.FreePort(t), grpc: e2ebin.FreePort(t), internal: e2ebin.FreePort(t),
 		metrics: e2ebin.FreePort(t), adminPt: e2ebin.FreePort(t),
 	}
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	data, err := os.ReadFile(filepath.Join(root, "Caddyfile.example"))
 	if err != nil {
 		t.Fatal(err)

@@ -404,3 +404,13 @@ func writeFileAtomic(t *testing.T, path string, data []byte) {
 		t.Fatalf("write %s: %v", path, err)
 	}
 }
+
+// moduleRoot is the directory of the module under test, where its shipped files are.
+func moduleRoot(t testing.TB) string {
+	t.Helper()
+	root, err := e2ebin.ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return root
+}

@@ -13,8 +13,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // The files of deploy/monitoring.
@@ -102,10 +100,7 @@ var labelValues = regexp.MustCompile(`^label_values\((.+), *[a-z_]+\)$`)
 // accepts).
 func TestMonitoringRules(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	dir := filepath.Join(root, monitoringDir)
 	runPromtool(t, dir, "check", "rules", alertRulesFile)
 	tests, err := filepath.Glob(filepath.Join(dir, "*_test.yml"))
@@ -170,10 +165,7 @@ func declaredMetrics(t *testing.T, root string) map[string]bool {
 // caddymodule/metrics.go. A panel or alert on a misspelt or missing metric would stay silent.
 func TestMonitoringMetricsExist(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	dir := filepath.Join(root, monitoringDir)
 	used := map[string][]string{} // metric name -> where
 	for where, expr := range dashboardQueries(t, filepath.Join(dir, dashboardFile)) {

@@ -34,10 +34,7 @@ const nobody = 65534
 // public), on no port below 1024.
 func TestQuickStartLoopbackOnly(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	// A directory every user can read: the repository's own may sit below a private home.
 	dir, err := os.MkdirTemp("", "nutsgate-quickstart-")
 	if err != nil {

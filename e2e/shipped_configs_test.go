@@ -138,10 +138,7 @@ var errorLogLine = regexp.MustCompile(`"level":"(error|dpanic|panic|fatal)"`)
 // paths really are taken from the environment and are checked.
 func TestShippedConfigs(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	e := newShippedEnv(t)
 	for _, cfg := range shippedConfigs {
 		t.Run(cfg.name, func(t *testing.T) {
@@ -327,10 +324,7 @@ func isTokenV2(keysFile string) func(jsonObj) bool {
 // multi-tenant Caddyfile is held to the same path_guard rule.
 func TestExampleAdaptedConfig(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	e := newShippedEnv(t)
 	adapt := func(t *testing.T, name string) jsonObj {
 		t.Helper()
@@ -608,10 +602,7 @@ func TestSystemdUnit(t *testing.T) {
 		}
 		t.Skipf("deploy/nutsgate.service not verified: systemd-analyze is not on PATH (%v); set NUTSGATE_REQUIRE_SYSTEMD=1 to make this a failure", err)
 	}
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	unit, err := os.ReadFile(filepath.Join(root, "deploy", "nutsgate.service"))
 	if err != nil {
 		t.Fatal(err)

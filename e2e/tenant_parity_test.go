@@ -8,8 +8,6 @@ import (
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/nutsgate/nutsgate/internal/e2ebin"
 )
 
 // siteSettingsOf is what must agree between a site of Caddyfile.example and the same site of
@@ -67,10 +65,7 @@ func siteSettingsOf(cfg jsonObj, s site) map[string]any {
 // limits differ, and they are not compared.
 func TestTenantParity(t *testing.T) {
 	t.Parallel()
-	root, err := e2ebin.ModuleRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
+	root := moduleRoot(t)
 	e := newShippedEnv(t)
 	adapt := func(name string) jsonObj {
 		res := runBinIn(t, cliTimeout, "", e.environ(t), "adapt", "--config", filepath.Join(root, name))
