@@ -334,10 +334,12 @@ func (a *App) Stop() error {
 	return nil
 }
 
-// sweepDenied ends the open requests, and closes the connections, of
-// clients that a deny list now refuses.
+// sweepDenied closes the connections, and ends the open requests, of clients
+// that a deny list now refuses. Connections go first, so that a client sees
+// its connection closed rather than a request ended on it.
 func sweepDenied() {
-	requests, conns := gateway.streams.Sweep(), gateway.conns.Sweep()
+	conns := gateway.conns.Sweep()
+	requests := gateway.streams.Sweep()
 	if requests+conns > 0 {
 		caddy.Log().Named("nutsgate").Info("cut off denied clients", zap.Int("requests", requests), zap.Int("connections", conns))
 	}

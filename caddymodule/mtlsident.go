@@ -244,7 +244,14 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	// the proxy sits in a read of the request body. Closing the body ends it.
 	stop := context.AfterFunc(ctx, func() { _ = r.Body.Close() })
 	defer stop()
-	return next.ServeHTTP(w, r.WithContext(ctx))
+	err = next.ServeHTTP(w, r.WithContext(ctx))
+	if mtlsident.CutOff(ctx) {
+		// Denied while the request was open: it gets no answer (the status the
+		// proxy gives a cancelled request would read as the node's); the
+		// connection is closed, or the stream reset, as `abort` does.
+		panic(http.ErrAbortHandler)
+	}
+	return err
 }
 
 // connKey is the context key of a connection's *mtlsident.Conn.

@@ -141,6 +141,10 @@ func TestMTLSIdentRefuses(t *testing.T) {
 	}
 }
 
+// A client denied while a request of it is open: the request's context is cancelled, and
+// the request gets no answer at all (the handler aborts, so the connection is closed or the
+// stream reset), not the status the proxy returns for a cancelled request, which the client
+// would read as the node's.
 func TestMTLSIdentGlobalDenyEndsStreams(t *testing.T) {
 	store := mtlsident.NewStore(filepath.Join(t.TempDir(), "deny"), sweepDenied)
 	withStore(t, store)
@@ -148,15 +152,18 @@ func TestMTLSIdentGlobalDenyEndsStreams(t *testing.T) {
 	m := provisioned(t, &MTLSIdent{})
 	cert := clientCert(t, pkix.Name{CommonName: "streamer"})
 	r, _ := request(cert, nil)
+	w := httptest.NewRecorder()
 	inside := make(chan context.Context)
-	release := make(chan struct{})
-	served := make(chan error)
+	aborted := make(chan any)
 	go func() {
-		served <- m.ServeHTTP(httptest.NewRecorder(), r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
+		defer func() { aborted <- recover() }()
+		err := m.ServeHTTP(w, r, caddyhttp.HandlerFunc(func(w http.ResponseWriter, r *http.Request) error {
 			inside <- r.Context()
-			<-release
-			return nil
+			<-r.Context().Done()
+			// what reverse_proxy returns when its request is cancelled
+			return caddyhttp.Error(499, r.Context().Err())
 		}))
+		t.Errorf("ServeHTTP returned %v for a request cut off by a deny, want it to abort", err)
 	}()
 	ctx := <-inside
 	e, _ := mtlsident.ParseEntry("CN=streamer")
@@ -164,13 +171,18 @@ func TestMTLSIdentGlobalDenyEndsStreams(t *testing.T) {
 		t.Fatal(err)
 	}
 	select {
-	case <-ctx.Done():
+	case got := <-aborted:
+		if got != http.ErrAbortHandler {
+			t.Fatalf("ServeHTTP of a request cut off by a deny panicked with %v, want http.ErrAbortHandler", got)
+		}
 	case <-time.After(time.Second):
 		t.Fatal("the open request of a denied client was not ended")
 	}
-	close(release)
-	if err := <-served; err != nil {
-		t.Fatal(err)
+	if !mtlsident.CutOff(ctx) {
+		t.Errorf("the request's context: cause %v, want mtlsident.ErrCutOff", context.Cause(ctx))
+	}
+	if w.Code != http.StatusOK || w.Body.Len() != 0 || len(w.Header()) != 0 {
+		t.Errorf("the cut-off request was answered: %d %v %q", w.Code, w.Header(), w.Body)
 	}
 	r, _ = request(cert, nil)
 	if err := m.ServeHTTP(httptest.NewRecorder(), r, &nextRecorder{}); err == nil {

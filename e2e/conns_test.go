@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -64,6 +65,40 @@ func TestDenyClosesConnections(t *testing.T) {
 			t.Fatal("the idle keep-alive connection of a denied client is still open 1 s after the denial")
 		}
 		t.Logf("connection closed %s after the denial: %v", time.Since(denied).Round(time.Millisecond), err)
+	})
+
+	// A request in flight when its client is denied gets no answer: its connection is closed.
+	// A status (such as the 499 the proxy gives a cancelled request) would read as the node's.
+	t.Run("HTTP/1.1 request in flight", func(t *testing.T) {
+		t.Parallel()
+		c := g.pki.client(t, "conn-inflight")
+		cfg := g.tlsConfig(c)
+		cfg.NextProtos = []string{"http/1.1"}
+		conn, err := tls.Dial("tcp", g.addr(g.N2N), cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		// a request whose body is still being sent: the proxy is in it until the body ends
+		head := "POST " + n2nPath("inflight") + " HTTP/1.1\r\nHost: localhost:" + strconv.Itoa(g.N2N) + "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
+		if _, err := conn.Write([]byte(head)); err != nil {
+			t.Fatal(err)
+		}
+		admitted := sample(metricClientReqs, "client", c.subject())
+		eventually(t, 5*time.Second, "the in-flight request was not let through", func() bool {
+			return scrapeMetricsAt(t, g.addr(g.Admin), metricClientReqs)[admitted] == 1
+		})
+		g.changeDeny(t, http.MethodPost, c.subject())
+		if err := conn.SetReadDeadline(time.Now().Add(time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := io.ReadAll(conn)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatal("the in-flight request of a denied client is still open 1 s after the denial")
+		}
+		if len(got) != 0 {
+			t.Errorf("the in-flight request of a denied client was answered, want its connection closed: %.200q", got)
+		}
 	})
 }
 

@@ -3,6 +3,7 @@ package mtlsident
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"io"
 	"sync"
 	"weak"
@@ -28,9 +29,16 @@ type openStream struct {
 	id     Identity
 	count  *openCount // its client's
 	denied func(Identity) bool
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
 	ended  bool // done was called
 }
+
+// ErrCutOff is the cause (context.Cause) of the context of a request that
+// Sweep ended because its client is now denied.
+var ErrCutOff = errors.New("client denied while its request was open")
+
+// CutOff reports whether Sweep ended the request served with ctx.
+func CutOff(ctx context.Context) bool { return context.Cause(ctx) == ErrCutOff }
 
 // minPruneAt is the least size of Streams.clients at which it is pruned.
 const minPruneAt = 1024
@@ -48,9 +56,9 @@ func clientKey(id Identity) string {
 // step, so concurrent requests never get past the bound together. It returns
 // the context to serve the request with and the function to call when it is
 // done, or ok false (and nothing registered) when the client is at max. The
-// request is cancelled by Sweep once denied(id) holds.
+// request is cancelled by Sweep once denied(id) holds, with cause ErrCutOff.
 func (s *Streams) Open(ctx context.Context, id Identity, max int, denied func(Identity) bool) (_ context.Context, done func(), ok bool) {
-	ctx, cancel := context.WithCancel(ctx)
+	ctx, cancel := context.WithCancelCause(ctx)
 	st := &openStream{id: id, denied: denied, cancel: cancel}
 	key := clientKey(id)
 	s.mu.Lock()
@@ -60,7 +68,7 @@ func (s *Streams) Open(ctx context.Context, id Identity, max int, denied func(Id
 	}
 	if max > 0 && c.n >= max {
 		s.mu.Unlock()
-		cancel()
+		cancel(nil)
 		return nil, nil, false
 	}
 	c.n++
@@ -101,7 +109,7 @@ func (s *Streams) end(st *openStream) {
 		st.count.n--
 	}
 	s.mu.Unlock()
-	st.cancel()
+	st.cancel(nil)
 }
 
 // OpenOf is how many requests client id has open, counted as Open counts
@@ -124,7 +132,7 @@ func (s *Streams) Sweep() int {
 	n := 0
 	for st := range s.open {
 		if st.denied(st.id) {
-			st.cancel()
+			st.cancel(ErrCutOff)
 			delete(s.open, st)
 			n++
 		}

@@ -31,12 +31,16 @@ func TestStreamsSweep(t *testing.T) {
 	}
 	e, _ := ParseEntry("CN=node-a")
 	list = NewDenyList([]Entry{e})
-	if n := s.Sweep(); n != 1 || ctxA.Err() == nil || ctxB.Err() != nil {
-		t.Fatalf("sweep: %d, a %v, b %v", n, ctxA.Err(), ctxB.Err())
+	if n := s.Sweep(); n != 1 || !CutOff(ctxA) || ctxB.Err() != nil {
+		t.Fatalf("sweep: %d, a %v, b %v", n, context.Cause(ctxA), ctxB.Err())
 	}
 	doneA() // done after the sweep is harmless
 	if s.Len() != 1 {
 		t.Fatalf("%d open, want 1", s.Len())
+	}
+	doneB()
+	if CutOff(ctxB) || ctxB.Err() == nil {
+		t.Fatalf("a request that ended by itself: cause %v, want cancelled and not cut off", context.Cause(ctxB))
 	}
 }
 
