@@ -72,13 +72,7 @@ func TestDenyClosesConnections(t *testing.T) {
 	t.Run("HTTP/1.1 request in flight", func(t *testing.T) {
 		t.Parallel()
 		c := g.pki.client(t, "conn-inflight")
-		cfg := g.tlsConfig(c)
-		cfg.NextProtos = []string{"http/1.1"}
-		conn, err := tls.Dial("tcp", g.addr(g.N2N), cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { conn.Close() })
+		conn := g.dialH1(t, c)
 		// a request whose body is still being sent: the proxy is in it until the body ends
 		head := "POST " + n2nPath("inflight") + " HTTP/1.1\r\nHost: localhost:" + strconv.Itoa(g.N2N) + "\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n"
 		if _, err := conn.Write([]byte(head)); err != nil {

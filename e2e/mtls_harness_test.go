@@ -547,9 +547,8 @@ func expectSubject(t *testing.T, header metadata.MD, c *leafCert) {
 	}
 }
 
-// openIdleH1 makes one request as c on an HTTP/1.1 keep-alive connection to the n2n port, leaves
-// the connection open and idle, and returns a channel that gets the error when it ends.
-func (g *mtlsGateway) openIdleH1(t *testing.T, c *leafCert) <-chan error {
+// dialH1 opens an HTTP/1.1 connection as c to the n2n port, closed when the test ends.
+func (g *mtlsGateway) dialH1(t *testing.T, c *leafCert) *tls.Conn {
 	t.Helper()
 	cfg := g.tlsConfig(c)
 	cfg.NextProtos = []string{"http/1.1"}
@@ -558,6 +557,14 @@ func (g *mtlsGateway) openIdleH1(t *testing.T, c *leafCert) <-chan error {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
+	return conn
+}
+
+// openIdleH1 makes one request as c on an HTTP/1.1 keep-alive connection to the n2n port, leaves
+// the connection open and idle, and returns a channel that gets the error when it ends.
+func (g *mtlsGateway) openIdleH1(t *testing.T, c *leafCert) <-chan error {
+	t.Helper()
+	conn := g.dialH1(t, c)
 	br := bufio.NewReader(conn)
 	if _, err := io.WriteString(conn, "GET "+n2nPath("keepalive")+" HTTP/1.1\r\nHost: localhost:"+strconv.Itoa(g.N2N)+"\r\n\r\n"); err != nil {
 		t.Fatal(err)
