@@ -21,6 +21,12 @@ import (
 // DefaultInterval is how often a file is read unless told otherwise.
 const DefaultInterval = 500 * time.Millisecond
 
+// Settle is how long a changed content must stay the same before it is put
+// in force. A file written in place is truncated, then written: read between
+// the two, it is empty or half written. Writing the file elsewhere and
+// renaming it over the old one is never seen half done.
+const Settle = 50 * time.Millisecond
+
 // Watcher hands each new content of a file to Load.
 type Watcher struct {
 	// Path is the file.
@@ -42,10 +48,27 @@ type Watcher struct {
 // once the file differs from it.
 func (w *Watcher) Prime(data []byte) { w.last = data }
 
-// Check reads the file and hands it to Load if it changed. A file that
-// cannot be read (removed, unless MissingIsEmpty, or unreadable) leaves the
-// content in force and is logged once.
+// Check reads the file and hands it to Load if it changed and then stayed
+// the same for Settle (a content still changing is left to a later check).
+// A file that cannot be read (removed, unless MissingIsEmpty, or unreadable)
+// leaves the content in force and is logged once.
 func (w *Watcher) Check() {
+	data, ok := w.read()
+	if !ok || (w.last != nil && bytes.Equal(data, w.last)) {
+		return
+	}
+	time.Sleep(Settle)
+	if again, ok := w.read(); !ok || !bytes.Equal(again, data) {
+		return
+	}
+	w.last = data
+	if err := w.Load(data); err != nil {
+		w.Logger.Error("file invalid; keeping what is in force", zap.String("file", w.Path), zap.Error(err))
+	}
+}
+
+// read returns the file's content, or false if it cannot be read.
+func (w *Watcher) read() ([]byte, bool) {
 	data, err := os.ReadFile(w.Path)
 	if w.MissingIsEmpty && errors.Is(err, fs.ErrNotExist) {
 		data, err = []byte{}, nil
@@ -55,16 +78,10 @@ func (w *Watcher) Check() {
 			w.Logger.Error("file unreadable; keeping what is in force", zap.String("file", w.Path), zap.Error(err))
 			w.missing = true
 		}
-		return
+		return nil, false
 	}
 	w.missing = false
-	if w.last != nil && bytes.Equal(data, w.last) {
-		return
-	}
-	w.last = data
-	if err := w.Load(data); err != nil {
-		w.Logger.Error("file invalid; keeping what is in force", zap.String("file", w.Path), zap.Error(err))
-	}
+	return data, true
 }
 
 // Run calls Check every interval until ctx ends.

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -97,4 +98,39 @@ func TestWatcherRun(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// A file written in place is truncated, then written: a check between the two must not put
+// the empty (or half-written) content in force, as that would lift every deny entry, or drop
+// every key, until the next check. The content is taken once it has stopped changing.
+func TestWatcherHalfWritten(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	var loads []string
+	w := &Watcher{Path: path, Logger: zap.NewNop(), Load: func(data []byte) error {
+		loads = append(loads, string(data))
+		return nil
+	}}
+	if err := os.WriteFile(path, []byte("CN=a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	w.Check()
+	// the writer has truncated the file and writes the rest a moment later
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrote := make(chan error, 1)
+	go func() {
+		time.Sleep(Settle / 5)
+		_, err := f.WriteString("CN=a\nCN=b\n")
+		wrote <- errors.Join(err, f.Close())
+	}()
+	w.Check() // reads the truncated file
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+	w.Check()
+	if want := []string{"CN=a\n", "CN=a\nCN=b\n"}; !slices.Equal(loads, want) {
+		t.Fatalf("loads %q, want %q: a half-written file was put in force", loads, want)
+	}
 }
