@@ -101,6 +101,7 @@ type App struct {
 	logger      *zap.Logger
 	ctx         caddy.Context // the config's; watching the file ends with it
 	stop        context.CancelFunc
+	started     chan struct{} // closed once Start has put everything in force
 }
 
 // PKIConfig is the app's revocation checking.
@@ -177,7 +178,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // writable by the gateway, fails it; lines that do not parse are skipped
 // and logged.
 func (a *App) Provision(ctx caddy.Context) error {
-	a.logger, a.ctx = ctx.Logger(), ctx
+	a.logger, a.ctx, a.started = ctx.Logger(), ctx, make(chan struct{})
 	if err := registerMetrics(ctx); err != nil {
 		return err
 	}
@@ -291,6 +292,34 @@ func (a *App) pkiChecker() (*pki.Checker, error) {
 // watches the deny file for edits by hand, until Stop or the end of the
 // config.
 func (a *App) Start() error {
+	if err := a.start(); err != nil {
+		return err
+	}
+	close(a.started)
+	return nil
+}
+
+// awaitStart waits until the app has started, or until ctx or the config
+// ends, and reports whether it started. Caddy starts a config's apps in no
+// set order: the http app's listeners may take connections before this app
+// has put its config's deny list and revocation checker in force, and a
+// request or handshake of that moment must not be judged without them.
+func (a *App) awaitStart(ctx context.Context) bool {
+	select {
+	case <-a.started:
+		return true
+	default:
+	}
+	select {
+	case <-a.started:
+		return true
+	case <-ctx.Done():
+	case <-a.ctx.Done():
+	}
+	return false
+}
+
+func (a *App) start() error {
 	if a.checker != nil {
 		a.checker.Adopt(gateway.pki.Load()) // the previous config's, on a reload
 		a.checker.Start()

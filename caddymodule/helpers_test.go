@@ -3,6 +3,7 @@ package caddymodule
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"sync"
@@ -11,6 +12,7 @@ import (
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
 	"github.com/caddyserver/caddy/v2/caddytest"
+	"github.com/caddyserver/caddy/v2/modules/caddyhttp"
 )
 
 // Scaffolding shared by the package's tests: Caddyfile adapters, the next
@@ -204,4 +206,13 @@ func trailers(reqs []*http.Request) []http.Header {
 		out = append(out, r.Trailer)
 	}
 	return out
+}
+
+// statusOf is the HTTP status of a handler's error, 0 if it is not a caddyhttp.HandlerError.
+func statusOf(err error) int {
+	var he caddyhttp.HandlerError
+	if errors.As(err, &he) {
+		return he.StatusCode
+	}
+	return 0
 }

@@ -114,6 +114,7 @@ type MTLSIdent struct {
 	header string
 	inline *mtlsident.DenyList
 	file   *mtlsident.Store // the deny_file's entries; an empty store without one
+	app    *App             // the config's nutsgate app; nil if it has none
 	logger *zap.Logger
 
 	maxOpen int // MaxOpen or its default
@@ -150,6 +151,11 @@ func (m *MTLSIdent) Provision(ctx caddy.Context) error {
 		return fmt.Errorf("forward_header %q is not a header name", m.header)
 	}
 	registerCertHeader(m.header) // path_guard strips client copies on every site
+	if app, err := ctx.AppIfConfigured("nutsgate"); err == nil {
+		m.app = app.(*App)
+	} else if !errors.Is(err, caddy.ErrNotConfigured) {
+		return fmt.Errorf("loading the nutsgate app: %v", err)
+	}
 	var entries []mtlsident.Entry
 	for _, text := range m.Deny {
 		e, err := mtlsident.ParseEntry(text)
@@ -186,6 +192,9 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 	mtlsident.StripHeader(r.Header, defaultForwardHeader)
 	if m.header != "off" {
 		mtlsident.StripHeader(r.Header, m.header)
+	}
+	if m.app != nil && !m.app.awaitStart(r.Context()) {
+		return refuse(w, r, http.StatusServiceUnavailable, grpcUnavailable, "the gateway is not ready")
 	}
 	repl := r.Context().Value(caddy.ReplacerCtxKey).(*caddy.Replacer)
 	var id mtlsident.Identity // empty until the client is identified
@@ -240,6 +249,9 @@ func (m *MTLSIdent) ServeHTTP(w http.ResponseWriter, r *http.Request, next caddy
 		return refuse(w, r, http.StatusTooManyRequests, grpcResourceExhausted, "too many open requests")
 	}
 	defer done()
+	if mtlsident.CutOff(ctx) {
+		panic(http.ErrAbortHandler) // denied since the check above
+	}
 	// Cancelling the context alone does not end a stream whose client is idle:
 	// the proxy sits in a read of the request body. Closing the body ends it.
 	stop := context.AfterFunc(ctx, func() { _ = r.Body.Close() })

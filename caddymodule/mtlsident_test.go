@@ -387,3 +387,66 @@ func TestExpiryOfTheChain(t *testing.T) {
 		t.Fatal("no sweep set for the CA's notAfter, the earliest of the chain")
 	}
 }
+
+// Caddy starts a config's apps in no set order, so the http app's listeners can take a request
+// before the nutsgate app has put its deny list in force. mtls_ident waits for it: the request
+// of a client that deny_file names is refused once the app has started, never let through
+// with the empty list of that moment; and if the config ends without starting, it gets 503.
+func TestMTLSIdentAwaitsTheApp(t *testing.T) {
+	withStore(t, nil) // no app has started yet
+	path := filepath.Join(t.TempDir(), "deny")
+	if err := os.WriteFile(path, []byte("CN=early\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	appCtx, endConfig := caddy.NewContext(caddy.Context{Context: context.Background()})
+	defer endConfig()
+	a := &App{DenyFile: path}
+	if err := a.Provision(appCtx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Stop() })
+	m := provisioned(t, &MTLSIdent{})
+	m.app = a // what Provision finds in a config with the app
+	cert := clientCert(t, pkix.Name{CommonName: "early"})
+
+	serve := func() (*nextRecorder, chan error) {
+		r, _ := request(cert, nil)
+		next, served := &nextRecorder{}, make(chan error, 1)
+		go func() { served <- m.ServeHTTP(httptest.NewRecorder(), r, next) }()
+		return next, served
+	}
+	next, served := serve()
+	select {
+	case err := <-served:
+		t.Fatalf("a request before the app started was judged (error %v, next called %v), want it to wait", err, next.called())
+	case <-time.After(100 * time.Millisecond):
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-served:
+		if status := statusOf(err); status != http.StatusForbidden || next.called() {
+			t.Fatalf("after the app started: status %d, next called %v; want 403 by the deny_file", status, next.called())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request still waits after the app started")
+	}
+
+	b := &App{DenyFile: path}
+	bCtx, endB := caddy.NewContext(caddy.Context{Context: context.Background()})
+	if err := b.Provision(bCtx); err != nil {
+		t.Fatal(err)
+	}
+	m.app = b
+	next, served = serve()
+	endB() // the config ends (a failed reload) before b starts
+	select {
+	case err := <-served:
+		if status := statusOf(err); status != http.StatusServiceUnavailable || next.called() {
+			t.Fatalf("the config ended before its app started: error %v, next called %v; want 503", err, next.called())
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the request still waits after its config ended")
+	}
+}

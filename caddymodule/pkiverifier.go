@@ -39,6 +39,7 @@ func init() {
 //	    verifier nuts_pki
 //	}
 type NutsPKIVerifier struct {
+	app     *App
 	checker *pki.Checker
 	logger  *zap.Logger
 }
@@ -61,13 +62,19 @@ func (v *NutsPKIVerifier) Provision(ctx caddy.Context) error {
 	if err != nil {
 		return fmt.Errorf("loading the nutsgate app: %v", err)
 	}
-	v.checker, err = app.(*App).pkiChecker()
+	v.app = app.(*App)
+	v.checker, err = v.app.pkiChecker()
 	return err
 }
 
 // VerifyClientCertificate refuses a revoked or banned client, or one whose
 // status is unknown past max_stale.
 func (v *NutsPKIVerifier) VerifyClientCertificate(rawCerts [][]byte, verifiedChains [][]*x509.Certificate) error {
+	// On a reload, the checker takes over the previous one's CRLs when the
+	// app starts; a handshake on the new listeners before that waits.
+	if !v.app.awaitStart(context.Background()) {
+		return errors.New("the gateway is not ready")
+	}
 	err := v.checker.Check(context.Background(), verifiedChains)
 	if err == nil {
 		watchExpiry(verifiedChains)

@@ -14,7 +14,7 @@ const (
 	grpcInvalidArgument   = 3  // an ambiguous path (path_guard)
 	grpcPermissionDenied  = 7  // a denied or unacceptable client certificate
 	grpcResourceExhausted = 8  // over a rate limit or max_open
-	grpcUnavailable       = 14 // early data: the client retries after the handshake
+	grpcUnavailable       = 14 // early data, or a gateway still starting: the client retries
 	grpcUnauthenticated   = 16 // no verified client certificate
 )
 

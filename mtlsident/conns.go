@@ -56,7 +56,9 @@ func clientKey(id Identity) string {
 // step, so concurrent requests never get past the bound together. It returns
 // the context to serve the request with and the function to call when it is
 // done, or ok false (and nothing registered) when the client is at max. The
-// request is cancelled by Sweep once denied(id) holds, with cause ErrCutOff.
+// request is cancelled, with cause ErrCutOff, by Sweep once denied(id)
+// holds, or at once if it already holds: a deny that came after the
+// caller's own check may have been swept before the request was registered.
 func (s *Streams) Open(ctx context.Context, id Identity, max int, denied func(Identity) bool) (_ context.Context, done func(), ok bool) {
 	ctx, cancel := context.WithCancelCause(ctx)
 	st := &openStream{id: id, denied: denied, cancel: cancel}
@@ -75,6 +77,12 @@ func (s *Streams) Open(ctx context.Context, id Identity, max int, denied func(Id
 	st.count = c
 	s.open[st] = struct{}{}
 	s.mu.Unlock()
+	if denied(id) {
+		s.mu.Lock()
+		delete(s.open, st)
+		s.mu.Unlock()
+		cancel(ErrCutOff)
+	}
 	return ctx, func() { s.end(st) }, true
 }
 

@@ -44,6 +44,21 @@ func TestStreamsSweep(t *testing.T) {
 	}
 }
 
+// A request registered after a deny that its caller's check did not see (the sweep may have
+// run before it was registered) is cut off at once.
+func TestStreamsOpenDenied(t *testing.T) {
+	a, _ := FromCertificate(certWith(t, pkix.RDNSequence{{atv(oidCommonName, "node-a")}}))
+	var s Streams
+	ctx, done, ok := s.Open(context.Background(), a, 1, func(Identity) bool { return true })
+	if !ok || !CutOff(ctx) || s.Len() != 0 {
+		t.Fatalf("open of a denied client: ok %v, cause %v, %d open; want cut off at once", ok, context.Cause(ctx), s.Len())
+	}
+	done()
+	if n := s.OpenOf(a); n != 0 {
+		t.Fatalf("%d counted after done, want 0", n)
+	}
+}
+
 // closer records whether it was closed.
 type closer struct{ closed bool }
 
