@@ -119,7 +119,7 @@ func TestStoreWatch(t *testing.T) {
 		t.Fatalf("after an edit: %d entries in force, want 2", n)
 	}
 	cancel()
-	time.Sleep(20 * time.Millisecond) // a check under way ends
+	time.Sleep(100 * time.Millisecond) // a check under way ends
 	for len(loads) > 0 {
 		<-loads
 	}

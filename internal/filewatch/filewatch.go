@@ -9,6 +9,7 @@ package filewatch
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"io/fs"
@@ -21,11 +22,11 @@ import (
 // DefaultInterval is how often a file is read unless told otherwise.
 const DefaultInterval = 500 * time.Millisecond
 
-// Settle is how long a changed content must stay the same before it is put
-// in force. A file written in place is truncated, then written: read between
+// DefaultSettle is how long a changed content must stay the same before it
+// is put in force, unless told otherwise. A file written in place is truncated, then written: read between
 // the two, it is empty or half written. Writing the file elsewhere and
 // renaming it over the old one is never seen half done.
-const Settle = 50 * time.Millisecond
+const DefaultSettle = 50 * time.Millisecond
 
 // Watcher hands each new content of a file to Load.
 type Watcher struct {
@@ -39,6 +40,9 @@ type Watcher struct {
 	// MissingIsEmpty makes a file that does not exist count as an empty
 	// one, instead of leaving the content in force.
 	MissingIsEmpty bool
+	// Settle is how long a changed content must stay the same before it is
+	// put in force. Default: DefaultSettle.
+	Settle time.Duration
 
 	last    []byte // the content last handed to Load
 	missing bool   // the file could not be read at the last check
@@ -49,7 +53,7 @@ type Watcher struct {
 func (w *Watcher) Prime(data []byte) { w.last = data }
 
 // Check reads the file and hands it to Load if it changed and then stayed
-// the same for Settle (a content still changing is left to a later check).
+// the same for w.Settle (a content still changing is left to a later check).
 // A file that cannot be read (removed, unless MissingIsEmpty, or unreadable)
 // leaves the content in force and is logged once.
 func (w *Watcher) Check() {
@@ -57,7 +61,7 @@ func (w *Watcher) Check() {
 	if !ok || (w.last != nil && bytes.Equal(data, w.last)) {
 		return
 	}
-	time.Sleep(Settle)
+	time.Sleep(cmp.Or(w.Settle, DefaultSettle))
 	if again, ok := w.read(); !ok || !bytes.Equal(again, data) {
 		return
 	}
@@ -93,6 +97,9 @@ func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if ctx.Err() != nil { // both were ready: the end wins
+				return
+			}
 			w.Check()
 		}
 	}

@@ -106,7 +106,8 @@ func TestWatcherRun(t *testing.T) {
 func TestWatcherHalfWritten(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "f")
 	var loads []string
-	w := &Watcher{Path: path, Logger: zap.NewNop(), Load: func(data []byte) error {
+	// the writer finishes 10 ms after the truncation: far within Settle, however slow the machine
+	w := &Watcher{Path: path, Logger: zap.NewNop(), Settle: 500 * time.Millisecond, Load: func(data []byte) error {
 		loads = append(loads, string(data))
 		return nil
 	}}
@@ -121,7 +122,7 @@ func TestWatcherHalfWritten(t *testing.T) {
 	}
 	wrote := make(chan error, 1)
 	go func() {
-		time.Sleep(Settle / 5)
+		time.Sleep(10 * time.Millisecond)
 		_, err := f.WriteString("CN=a\nCN=b\n")
 		wrote <- errors.Join(err, f.Close())
 	}()
