@@ -17,6 +17,7 @@ import (
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
+	"github.com/nutsgate/nutsgate/internal/e2ebin"
 	"github.com/nutsgate/nutsgate/mtlsident"
 	"github.com/nutsgate/nutsgate/ratelimit"
 )
@@ -30,13 +31,7 @@ type testRedis struct {
 
 func startRedis(t testing.TB) *testRedis {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	port := l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	r := &testRedis{port: port}
+	r := &testRedis{port: e2ebin.FreePort(t)}
 	r.start(t)
 	t.Cleanup(func() { r.kill() })
 	return r
@@ -81,10 +76,12 @@ func (r *testRedis) signal(t *testing.T, sig syscall.Signal) {
 	}
 }
 
-// client returns an up client of r, closed at the end of the test.
+// client returns an up client of r, closed at the end of the test. Its timeout is longer than
+// the default 25 ms, which a loaded test machine can miss twice in a row (Redis is then
+// marked down for a second).
 func (r *testRedis) client(t testing.TB, prefix string) *Client {
 	t.Helper()
-	c, err := New(Config{Address: "redis://" + r.addr() + "/0", Prefix: prefix}, Options{})
+	c, err := New(Config{Address: "redis://" + r.addr() + "/0", Prefix: prefix, Timeout: 250 * time.Millisecond}, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,12 +390,7 @@ func BenchmarkLimiter(b *testing.B) {
 // TestUnreachableAtStart: a client whose Redis is not there from the start
 // says so in the log, and joins once it appears.
 func TestUnreachableAtStart(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := &testRedis{port: l.Addr().(*net.TCPAddr).Port}
-	l.Close()
+	r := &testRedis{port: e2ebin.FreePort(t)}
 	core, logs := observer.New(zap.InfoLevel)
 	c, err := New(Config{Address: "redis://" + r.addr()}, Options{Logger: zap.New(core)})
 	if err != nil {

@@ -2,9 +2,11 @@ package e2ebin
 
 import (
 	"bytes"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -119,29 +121,69 @@ func Env(dir string) []string {
 var (
 	portsMu sync.Mutex
 	// portsUsed holds every port handed out in this process, so two parallel gateways never
-	// get the same one even if the kernel offers it twice.
+	// get the same one even if it is free twice.
 	portsUsed = map[int]bool{}
 )
 
-// FreePort returns a loopback TCP port nothing listens on right now.
+// Ports are handed out from below the kernel's range of ephemeral ports (the source ports of
+// outgoing connections: a port probed free there can be taken by a test's own connection
+// before the gateway binds it), at random, so that test binaries running at once rarely try
+// the same one.
+const (
+	minPort         = 10000
+	defaultEphemLow = 32768 // Linux's default, if /proc does not say
+)
+
+// FreePort returns a loopback port on which nothing listens right now, over TCP or UDP (a
+// gateway with HTTP/3 binds both), below the ephemeral range.
 func FreePort(t testing.TB) int {
 	t.Helper()
 	portsMu.Lock()
 	defer portsMu.Unlock()
-	for range 100 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatalf("free port: %v", err)
+	high := ephemeralLow()
+	for range 1000 {
+		port := minPort + rand.IntN(high-minPort)
+		if portsUsed[port] || !bindable(port) {
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
-		l.Close()
-		if !portsUsed[port] {
-			portsUsed[port] = true
-			return port
-		}
+		portsUsed[port] = true
+		return port
 	}
-	t.Fatal("free port: no unused port after 100 attempts")
+	t.Fatalf("free port: none found in [%d, %d) after 1000 attempts", minPort, high)
 	return 0
+}
+
+// ephemeralLow is the first port of the kernel's ephemeral range.
+func ephemeralLow() int {
+	data, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err != nil {
+		return defaultEphemLow
+	}
+	fields := strings.Fields(string(data))
+	if len(fields) == 0 {
+		return defaultEphemLow
+	}
+	low, err := strconv.Atoi(fields[0])
+	if err != nil || low <= minPort+1000 {
+		return defaultEphemLow
+	}
+	return low
+}
+
+// bindable reports whether port can be bound on 127.0.0.1 over TCP and UDP now.
+func bindable(port int) bool {
+	addr := "127.0.0.1:" + strconv.Itoa(port)
+	l, err := net.Listen("tcp", addr)
+	if err != nil {
+		return false
+	}
+	defer l.Close()
+	pc, err := net.ListenPacket("udp", addr)
+	if err != nil {
+		return false
+	}
+	pc.Close()
+	return true
 }
 
 // SyncBuffer is a bytes.Buffer safe for a process writing and a test reading at once.

@@ -27,3 +27,19 @@ Goroutine 4 (running) created at:
 		t.Fatalf("a clean log: %d %d", ours, others)
 	}
 }
+
+// FreePort hands out distinct ports below the ephemeral range, free over TCP and UDP.
+func TestFreePort(t *testing.T) {
+	high := ephemeralLow()
+	seen := map[int]bool{}
+	for range 50 {
+		p := FreePort(t)
+		if p < minPort || p >= high || seen[p] {
+			t.Fatalf("FreePort gave %d (seen before: %v), want a new port in [%d, %d)", p, seen[p], minPort, high)
+		}
+		seen[p] = true
+		if !bindable(p) {
+			t.Fatalf("port %d is not free", p)
+		}
+	}
+}
