@@ -23,7 +23,7 @@ import (
 // keep-alive connection between requests. A denied peer does not keep its connection.
 func TestDenyClosesConnections(t *testing.T) {
 	t.Parallel()
-	g := startMTLSGateway(t, 10000, 10000)
+	g := startMTLSGateway(t, relaxedRate, relaxedRate)
 
 	t.Run("gRPC connection between calls", func(t *testing.T) {
 		t.Parallel()

@@ -171,6 +171,11 @@ http://127.0.0.1:`+strconv.Itoa(port)+` {
 		c.Close()
 		return true
 	})
+	// The admin endpoint opens before the config's apps start; the deny list is there once
+	// the nutsgate app has.
+	eventually(t, 10*time.Second, "nutsgate deny list never succeeded over the socket", func() bool {
+		return runBin(t, cliTimeout, "deny", "list", "--address", addr).code == 0
+	})
 
 	const entry = "CN=unix-socket-denied,O=nutsgate e2e,C=NL"
 	if res := runBin(t, cliTimeout, "deny", "add", "--address", addr, entry); res.code != 0 {

@@ -259,19 +259,27 @@ func (c *ticketCache) Put(key string, cs *tls.ClientSessionState) {
 
 // earlyConn is the client's UDP socket, steered so that a request really is early data when it
 // reaches the gateway: while held, nothing is read (so the client cannot finish the handshake
-// and must send what it writes as 0-RTT), and datagrams that carry a Handshake packet (the
-// client's Finished) are sent only after handshakeDelay, so the gateway handles the request
-// before its handshake completes.
+// and must send what it writes as 0-RTT), and, if finish is set, datagrams that carry a
+// Handshake packet (the client's Finished) are sent only once it is closed (letFinish), so the
+// gateway handles the request before its handshake completes, however slow the machine.
 type earlyConn struct {
 	net.PacketConn
-	hold           chan struct{} // closed: reads flow
-	released       sync.Once
-	handshakeDelay time.Duration
-	zeroRTT        atomic.Int64 // datagrams written that carry a 0-RTT packet
+	hold     chan struct{} // closed: reads flow
+	released sync.Once
+	finish   chan struct{} // nil: Handshake packets go at once; closed: they go
+	finished sync.Once
+	zeroRTT  atomic.Int64 // datagrams written that carry a 0-RTT packet
 }
 
 // release lets reads flow; it may be called any number of times.
 func (c *earlyConn) release() { c.released.Do(func() { close(c.hold) }) }
+
+// letFinish sends the held Handshake packets; it may be called any number of times.
+func (c *earlyConn) letFinish() {
+	if c.finish != nil {
+		c.finished.Do(func() { close(c.finish) })
+	}
+}
 
 func (c *earlyConn) ReadFrom(p []byte) (int, net.Addr, error) {
 	<-c.hold
@@ -283,9 +291,12 @@ func (c *earlyConn) WriteTo(p []byte, addr net.Addr) (int, error) {
 	if has0RTT {
 		c.zeroRTT.Add(1)
 	}
-	if hasHandshake && c.handshakeDelay > 0 {
+	if hasHandshake && c.finish != nil {
 		late := bytes.Clone(p)
-		time.AfterFunc(c.handshakeDelay, func() { _, _ = c.PacketConn.WriteTo(late, addr) })
+		go func() {
+			<-c.finish
+			_, _ = c.PacketConn.WriteTo(late, addr)
+		}()
 		return len(p), nil
 	}
 	return c.PacketConn.WriteTo(p, addr)
@@ -353,12 +364,13 @@ func TestEarlyDataRefused(t *testing.T) {
 		}
 		pc := &earlyConn{PacketConn: udp, hold: make(chan struct{})}
 		if early {
-			pc.handshakeDelay = time.Second
+			pc.finish = make(chan struct{})
 		} else {
 			pc.release()
 		}
 		qt := &quic.Transport{Conn: pc}
 		t.Cleanup(func() { qt.Close() })
+		t.Cleanup(pc.letFinish)
 		t.Cleanup(pc.release) // first: a transport whose reads are held never closes
 		conn, err := qt.DialEarly(ctx, &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1), Port: g.Port}, cfg, &quic.Config{})
 		if err != nil {
@@ -397,12 +409,13 @@ func TestEarlyDataRefused(t *testing.T) {
 		if err := str.Close(); err != nil {
 			return 0, err
 		}
-		if pc.handshakeDelay > 0 { // 0-RTT: let the request leave before the handshake goes on
+		if pc.finish != nil { // 0-RTT: let the request leave before the handshake goes on
 			sent := pc.zeroRTT.Load()
 			eventually(t, 5*time.Second, "the early request leaves in a 0-RTT packet", func() bool { return pc.zeroRTT.Load() > sent })
 			pc.release()
 		}
-		resp, err := str.ReadResponse()
+		resp, err := str.ReadResponse() // an answer to early data comes before the client's Finished
+		pc.letFinish()
 		if err != nil {
 			return 0, err
 		}
@@ -431,6 +444,7 @@ func TestEarlyDataRefused(t *testing.T) {
 	id = uuid.NewString()
 	status, err := post(t, h3.NewClientConn(conn), pc, id)
 	pc.release() // if post failed before it let the handshake go on
+	pc.letFinish()
 	handshakeDone(t, ctx, conn)
 	if !conn.ConnectionState().Used0RTT {
 		t.Fatalf("the gateway did not accept 0-RTT (status %d, %v): the test proves nothing", status, err)

@@ -241,16 +241,18 @@ func TestFleetDenyShared(t *testing.T) {
 // TestFleetRateLimitDistributed proves `client_rate_limit { distributed }` is one bucket per
 // client across three replicas: one client (one certificate, a connection to each replica)
 // sending round-robin for fleetRLTime gets burst + rate*elapsed requests through in total (+-2),
-// not three times that; every other request gets 429 with Retry-After 1 (one token takes 100
-// ms) and never reaches the node; another client is unaffected on every replica. Another zone
+// not three times that, and no replica fell back to a local bucket; every other request gets
+// 429 with Retry-After 1 (one token takes 500 ms) and never reaches the node; another client
+// is unaffected on every replica. The rate is low enough for a slow machine's client to
+// outpace it (it must send more than rate + burst/fleetRLTime a second). Another zone
 // is another bucket, shared likewise (its Retry-After within one token's time), and a gateway of
 // another prefix on the same Redis has buckets of its own.
 func TestFleetRateLimitDistributed(t *testing.T) {
 	t.Parallel()
 	const (
-		rate        = 10 // per second
-		burst       = 10
-		fleetRLTime = 2 * time.Second
+		rate        = 2 // per second
+		burst       = 5
+		fleetRLTime = 3 * time.Second
 		pace        = 10 * time.Millisecond // between requests
 	)
 	redis := startRedis(t, redisOptions{})
@@ -266,6 +268,14 @@ func TestFleetRateLimitDistributed(t *testing.T) {
 		clients = append(clients, cl)
 	}
 
+	fallbacks := func() (n float64) { // none yet: no series
+		for _, r := range rs {
+			v, _ := r.metricSum(t, metricFallback)
+			n += v
+		}
+		return n
+	}
+	fallbackBefore := fallbacks()
 	prefix := n2nPath("fleet-rl") + "/"
 	var allowed, refused int
 	var refusedPaths []string
@@ -303,6 +313,9 @@ func TestFleetRateLimitDistributed(t *testing.T) {
 		allowed+refused, elapsed.Round(time.Millisecond), allowed, perReplica["A"], perReplica["B"], perReplica["C"], refused, theory, 3*theory)
 	if d := float64(allowed) - theory; d < -2 || d > 2 {
 		t.Errorf("allowed %d requests across the fleet, want %.1f +-2 (burst %d + %d/s over %s)", allowed, theory, burst, rate, elapsed)
+	}
+	if n := fallbacks() - fallbackBefore; n != 0 {
+		t.Errorf("%v decisions fell back to a replica's local bucket, want every one made in Redis", n)
 	}
 	if got := f.node.Requests(); countUnder(got, prefix) != allowed {
 		t.Errorf("the node received %d requests under %s, want the %d allowed", countUnder(got, prefix), prefix, allowed)
@@ -351,7 +364,7 @@ func countUnder(reqs []testnode.Request, prefix string) int {
 
 // TestFleetRedisHang proves what happens while Redis hangs (SIGSTOP) under two replicas, and
 // after it resumes (SIGCONT), without restarting a gateway: allowed requests keep being answered
-// with a p99 latency under the normal one + 150 ms (the timeout is 25 ms by default); a client
+// with a p95 latency under the normal one + 150 ms (the timeout is 25 ms by default); a client
 // denied before the hang stays denied; deny-list edits get 503 naming Redis within ~2 s, both
 // those made at once (a POST on B and a DELETE on A, which reach the hung Redis) and one made
 // once the replica has marked Redis down; distributed limits fall back to local buckets (a fresh client gets exactly
@@ -363,8 +376,9 @@ func TestFleetRedisHang(t *testing.T) {
 	t.Parallel()
 	redis := startRedis(t, redisOptions{})
 	f := newFleet(t, redis)
-	rs := f.startN(t, "A", "B")
-	a, b := rs[0], rs[1]
+	defaultTimeout := replicaOptions{redis: "address " + redis.address() + "\ntimeout 25ms"}
+	a, b := f.start(t, "A", defaultTimeout), f.start(t, "B", defaultTimeout)
+	rs := []*replica{a, b}
 	denied, probe := f.pki.client(t, "hang-denied"), f.pki.client(t, "hang-probe")
 	edited, later, strict := f.pki.client(t, "hang-edited"), f.pki.client(t, "hang-later"), f.pki.client(t, "hang-strict")
 
@@ -402,11 +416,13 @@ func TestFleetRedisHang(t *testing.T) {
 	go func() { postB <- b.tryEdit(http.MethodPost, edited.subject()) }()
 	go func() { deleteA <- a.tryEdit(http.MethodDelete, denied.subject()) }()
 	hung := measure("hung", 100)
-	pNormal, pHung := percentile(normal, 99), percentile(hung, 99)
-	t.Logf("/n2n on replica A, 100 requests each: p99 %s with Redis up, %s with Redis hung (p50 %s vs %s, max %s vs %s)",
+	// p95, not p99: of 100 samples, p99 is the second largest, which two scheduler stalls of a
+	// loaded test machine decide; requests that wait on the hung Redis move every percentile.
+	pNormal, pHung := percentile(normal, 95), percentile(hung, 95)
+	t.Logf("/n2n on replica A, 100 requests each: p95 %s with Redis up, %s with Redis hung (p50 %s vs %s, max %s vs %s)",
 		pNormal, pHung, percentile(normal, 50), percentile(hung, 50), slices.Max(normal), slices.Max(hung))
 	if pHung > pNormal+150*time.Millisecond {
-		t.Errorf("p99 latency while Redis hangs is %s, want under the normal %s + 150 ms (requests wait at most the 25 ms timeout)", pHung, pNormal)
+		t.Errorf("p95 latency while Redis hangs is %s, want under the normal %s + 150 ms (requests wait at most the 25 ms timeout)", pHung, pNormal)
 	}
 	resPost, resDelete := <-postB, <-deleteA
 	checkUnavailable(t, "Redis hung, at once", b, http.MethodPost, resPost)
@@ -727,7 +743,7 @@ func TestFleetReplicaLinkLost(t *testing.T) {
 	proxy := startRedisProxy(t, "127.0.0.1:"+strconv.Itoa(redis.port))
 	f := newFleet(t, redis)
 	a := f.start(t, "A", replicaOptions{})
-	b := f.start(t, "B", replicaOptions{redis: "address " + proxy.address()})
+	b := f.start(t, "B", replicaOptions{redis: "address " + proxy.address() + "\ntimeout 25ms"}) // the default
 	both := []*replica{a, b}
 	blip, before, during, own := f.pki.client(t, "link-blip"), f.pki.client(t, "link-before"), f.pki.client(t, "link-during"), f.pki.client(t, "link-own")
 	expectAccessAll(t, "link up", http.StatusOK, both, blip, before, during, own)

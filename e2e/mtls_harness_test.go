@@ -100,11 +100,12 @@ https://localhost:{{.GRPC}} {
 // inlineDeniedCN is the CN of the client the n2n route denies inline: CN=inline-denied,O=Test.
 const inlineDeniedCN = "inline-denied"
 
-// Rate limits of the gateways; tests that poll use relaxed ones so polling spends no budget.
+// Rate limits of the gateways, per hour: a budget spent by a slow run does not refill during
+// the test. Tests that poll use relaxed ones so polling spends no budget.
 const (
-	n2nRate     = 5 // per minute
+	n2nRate     = 5
 	grpcRate    = 20
-	relaxedRate = 10000
+	relaxedRate = 600000
 )
 
 // mtlsSettings fill mtlsCaddyfile.
@@ -128,14 +129,14 @@ type mtlsGateway struct {
 // startMTLSGateway writes the PKI files and the Caddyfile into a fresh directory, starts a test
 // node and the gateway, and returns once the gateway listens on its admin, n2n and gRPC ports.
 // Rates are requests per minute per client.
-func startMTLSGateway(t *testing.T, n2nPerMin, grpcPerMin int) *mtlsGateway {
+func startMTLSGateway(t *testing.T, n2nPerHour, grpcPerHour int) *mtlsGateway {
 	t.Helper()
-	return startMTLSGatewayWith(t, mtlsCaddyfile, n2nPerMin, grpcPerMin)
+	return startMTLSGatewayWith(t, mtlsCaddyfile, n2nPerHour, grpcPerHour)
 }
 
 // startMTLSGatewayWith is startMTLSGateway with the configuration template caddyfile, a variant
 // of mtlsCaddyfile.
-func startMTLSGatewayWith(t *testing.T, caddyfile string, n2nPerMin, grpcPerMin int) *mtlsGateway {
+func startMTLSGatewayWith(t *testing.T, caddyfile string, n2nPerHour, grpcPerHour int) *mtlsGateway {
 	t.Helper()
 	node, err := testnode.Start(testnode.Options{
 		// Calls without the header are served (with no identity), so that a call the gateway
@@ -154,8 +155,8 @@ func startMTLSGatewayWith(t *testing.T, caddyfile string, n2nPerMin, grpcPerMin 
 		NodePublic:   strings.TrimPrefix(node.PublicURL(), "http://"),
 		NodeGRPC:     node.GRPCAddr(),
 		InlineDenied: testName(inlineDeniedCN).String(),
-		N2NRate:      strconv.Itoa(n2nPerMin) + "/1m",
-		GRPCRate:     strconv.Itoa(grpcPerMin) + "/1m",
+		N2NRate:      strconv.Itoa(n2nPerHour) + "/1h",
+		GRPCRate:     strconv.Itoa(grpcPerHour) + "/1h",
 	}
 	g.cfgPath = writeGatewayDir(t, g.Dir, serverFiles(t, g.pki, map[string][]byte{
 		"site-deny.txt": []byte("# e2e: the n2n route's own deny list\n"),

@@ -36,16 +36,16 @@ func (g *mtlsGateway) expectLimited(t *testing.T, c *leafCert, prefix string) {
 	if r.statusOr() != http.StatusTooManyRequests {
 		return
 	}
-	// One token refills in 60/n2nRate s; rounded up, Retry-After is at most that.
+	// One token refills in 3600/n2nRate s; rounded up, Retry-After is at most that.
 	ra := r.header.Values("Retry-After")
-	if secs, err := strconv.Atoi(strings.Join(ra, ",")); err != nil || secs < 1 || secs > 60/n2nRate {
-		t.Errorf("Retry-After %q, want one whole number of seconds in [1, %d]", ra, 60/n2nRate)
+	if secs, err := strconv.Atoi(strings.Join(ra, ",")); err != nil || secs < 1 || secs > 3600/n2nRate {
+		t.Errorf("Retry-After %q, want one whole number of seconds in [1, %d]", ra, 3600/n2nRate)
 	}
 }
 
-// TestRateLimit proves per-client rate limits: on /n2n (5 a minute) the 6th request gets 429
+// TestRateLimit proves per-client rate limits: on /n2n (5 an hour) the 6th request gets 429
 // with Retry-After and only 5 reach the node, while another client is unaffected; on the gRPC
-// port (20 a minute) the 21st call gets RESOURCE_EXHAUSTED and only 20 reach the node, while
+// port (20 an hour) the 21st call gets RESOURCE_EXHAUSTED and only 20 reach the node, while
 // another client is unaffected.
 func TestRateLimit(t *testing.T) {
 	t.Parallel()
