@@ -75,7 +75,7 @@ func (AdminAPI) servePKI(w http.ResponseWriter, r *http.Request) error {
 	if r.Method != http.MethodGet {
 		return caddy.APIError{HTTPStatus: http.StatusMethodNotAllowed, Err: fmt.Errorf("method %s not allowed; use GET", r.Method)}
 	}
-	c := gateway.pki.Load()
+	c := pkiInForce()
 	if c == nil {
 		return caddy.APIError{HTTPStatus: http.StatusNotFound, Err: errors.New("revocation checking is not configured (no pki block in the nutsgate global option, no nuts_pki verifier)")}
 	}
@@ -121,7 +121,7 @@ func (AdminAPI) serveDeny(w http.ResponseWriter, r *http.Request) error {
 		return caddy.APIError{HTTPStatus: http.StatusBadRequest, Err: fmt.Errorf("entry: %v", err)}
 	}
 	var changed bool
-	switch shared := gateway.denySync.Load(); {
+	switch shared := denySyncInForce(); {
 	case shared != nil:
 		changed, err = shared.Edit(r.Context(), entry, r.Method == http.MethodPost)
 	case r.Method == http.MethodPost:

@@ -15,10 +15,19 @@ import (
 	"github.com/nutsgate/nutsgate/mtlsident"
 )
 
-// withStore puts store in force as the gateway-wide deny list for a test.
+// withApp puts a in force (nil: no app) for a test.
+func withApp(t testing.TB, a *App) {
+	old := gateway.app.Swap(a)
+	t.Cleanup(func() { gateway.app.Store(old) })
+}
+
+// withStore puts an app in force whose gateway-wide deny list is store (nil: no app).
 func withStore(t testing.TB, store *mtlsident.Store) {
-	old := gateway.store.Swap(store)
-	t.Cleanup(func() { gateway.store.Store(old) })
+	if store == nil {
+		withApp(t, nil)
+		return
+	}
+	withApp(t, &App{store: store})
 }
 
 func TestAdminAPIDeny(t *testing.T) {

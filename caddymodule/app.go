@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/caddyserver/caddy/v2"
 	"github.com/caddyserver/caddy/v2/caddyconfig"
@@ -101,7 +102,9 @@ type App struct {
 	logger      *zap.Logger
 	ctx         caddy.Context // the config's; watching the file ends with it
 	stop        context.CancelFunc
-	started     chan struct{} // closed once Start has put everything in force
+	started     chan struct{}     // closed once Start has put everything in force
+	prev        weak.Pointer[App] // the app in force before this one started
+	stopped     *atomic.Bool      // set by Stop
 }
 
 // PKIConfig is the app's revocation checking.
@@ -144,25 +147,41 @@ type DenylistConfig struct {
 }
 
 // gateway is the state every module shares, across config reloads: the
-// deny list store, the revocation checker, and the open requests of
-// identified clients.
+// nutsgate app in force (its deny list store, revocation checker and deny
+// list sync), and the open requests and connections of identified clients.
 var gateway struct {
-	store    atomic.Pointer[mtlsident.Store] // nil: no app, an empty list
-	pki      atomic.Pointer[pki.Checker]     // nil: no revocation checking
-	denySync atomic.Pointer[fleet.DenySync]  // nil: the deny list is this replica's own
-	streams  mtlsident.Streams
-	conns    mtlsident.Conns
+	app     atomic.Pointer[App] // nil: no app, an empty list and no revocation checking
+	streams mtlsident.Streams
+	conns   mtlsident.Conns
 }
 
-// noStore is the gateway-wide deny list while no nutsgate app is running.
+// noStore is the gateway-wide deny list while no nutsgate app with a deny
+// file is in force.
 var noStore = mtlsident.NewStore("", nil)
 
 // globalDeny returns the gateway-wide deny list store in force.
 func globalDeny() *mtlsident.Store {
-	if s := gateway.store.Load(); s != nil {
-		return s
+	if a := gateway.app.Load(); a != nil && a.store != nil {
+		return a.store
 	}
 	return noStore
+}
+
+// pkiInForce returns the revocation checker in force, nil if none.
+func pkiInForce() *pki.Checker {
+	if a := gateway.app.Load(); a != nil {
+		return a.checker
+	}
+	return nil
+}
+
+// denySyncInForce returns the fleet's deny list sync in force, nil if the
+// deny list is this replica's own.
+func denySyncInForce() *fleet.DenySync {
+	if a := gateway.app.Load(); a != nil {
+		return a.denySync
+	}
+	return nil
 }
 
 // CaddyModule returns the Caddy module information.
@@ -178,7 +197,7 @@ func (App) CaddyModule() caddy.ModuleInfo {
 // writable by the gateway, fails it; lines that do not parse are skipped
 // and logged.
 func (a *App) Provision(ctx caddy.Context) error {
-	a.logger, a.ctx, a.started = ctx.Logger(), ctx, make(chan struct{})
+	a.logger, a.ctx, a.started, a.stopped = ctx.Logger(), ctx, make(chan struct{}), new(atomic.Bool)
 	if err := registerMetrics(ctx); err != nil {
 		return err
 	}
@@ -292,9 +311,13 @@ func (a *App) pkiChecker() (*pki.Checker, error) {
 // watches the deny file for edits by hand, until Stop or the end of the
 // config.
 func (a *App) Start() error {
-	if err := a.start(); err != nil {
+	prev := gateway.app.Load()
+	if err := a.start(prev); err != nil {
+		_ = a.Stop() // Caddy stops only the apps that started
 		return err
 	}
+	a.prev = weak.Make(prev)
+	gateway.app.Store(a)
 	close(a.started)
 	return nil
 }
@@ -319,11 +342,13 @@ func (a *App) awaitStart(ctx context.Context) bool {
 	return false
 }
 
-func (a *App) start() error {
+// start starts what Start puts in force; prev is the app in force now.
+func (a *App) start(prev *App) error {
 	if a.checker != nil {
-		a.checker.Adopt(gateway.pki.Load()) // the previous config's, on a reload
+		if prev != nil {
+			a.checker.Adopt(prev.checker) // the previous config's, on a reload
+		}
 		a.checker.Start()
-		gateway.pki.Store(a.checker)
 		cfg := a.checker.Config()
 		a.logger.Info("revocation checking started", zap.Duration("refresh", cfg.Refresh), zap.Duration("max_stale", cfg.MaxStale),
 			zap.Strings("crl", cfg.CRLs), zap.String("denylist", cfg.Denylist), zap.String("state_dir", cfg.StateDir))
@@ -334,7 +359,6 @@ func (a *App) start() error {
 	if a.store == nil {
 		return nil
 	}
-	gateway.store.Store(a.store)
 	var ctx context.Context
 	ctx, a.stop = context.WithCancel(a.ctx)
 	a.store.Watch(ctx, filewatch.DefaultInterval, a.logger, func() {
@@ -347,18 +371,24 @@ func (a *App) start() error {
 	return a.startFleet()
 }
 
-// Stop stops watching the deny file and, unless a newer config's app has
-// taken over, empties the gateway-wide list.
+// Stop stops watching the deny file and the revocation checker. Unless a
+// newer config's app has taken over, the app in force becomes the one that
+// was before this one if it still runs (a reload that failed to start: the
+// running config goes on with its list and checker), or none.
 func (a *App) Stop() error {
+	a.stopped.Store(true)
 	if a.stop != nil {
 		a.stop()
 	}
-	if gateway.store.CompareAndSwap(a.store, nil) { // no newer config took over
-		gateway.denySync.CompareAndSwap(a.denySync, nil)
+	back := a.prev.Value()
+	if back != nil && back.stopped.Load() {
+		back = nil
+	}
+	if gateway.app.CompareAndSwap(a, back) && back != nil && back.denySync != nil {
+		_ = back.denySync.Start(back.store) // the shared sync works on this app's store again
 	}
 	if a.checker != nil {
 		a.checker.Stop()
-		gateway.pki.CompareAndSwap(a.checker, nil)
 	}
 	return nil
 }

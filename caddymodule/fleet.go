@@ -133,7 +133,6 @@ func (a *App) startFleet() error {
 	if err := a.denySync.Start(a.store); err != nil {
 		return err
 	}
-	gateway.denySync.Store(a.denySync)
 	a.logger.Info("deny list shared through redis", zap.String("file", a.store.Path()))
 	return nil
 }

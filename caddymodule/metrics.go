@@ -99,7 +99,7 @@ type pkiSourceAge struct{}
 func (pkiSourceAge) Describe(ch chan<- *prometheus.Desc) { ch <- pkiSourceAgeDesc }
 
 func (pkiSourceAge) Collect(ch chan<- prometheus.Metric) {
-	c := gateway.pki.Load()
+	c := pkiInForce()
 	if c == nil {
 		return
 	}

@@ -371,7 +371,7 @@ var revocationMessages = map[pki.Reason]string{
 // or the denylist never held, as the nuts_pki verifier does; without, its
 // chains' expiry.
 func checkRevocation(ctx context.Context, id mtlsident.Identity) error {
-	if c := gateway.pki.Load(); c != nil {
+	if c := pkiInForce(); c != nil {
 		return c.Check(ctx, id.Chains)
 	}
 	return expired(id)
@@ -380,7 +380,7 @@ func checkRevocation(ctx context.Context, id mtlsident.Identity) error {
 // revoked is the verdict of checkRevocation by what is held now: it never
 // fetches or waits, for the sweeps that cut off clients.
 func revoked(id mtlsident.Identity) error {
-	if c := gateway.pki.Load(); c != nil && len(id.Chains) > 0 {
+	if c := pkiInForce(); c != nil && len(id.Chains) > 0 {
 		return c.Held(id.Chains)
 	}
 	return expired(id)

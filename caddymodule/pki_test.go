@@ -141,7 +141,6 @@ func BenchmarkMTLSIdentPKI(b *testing.B) {
 	if err := checker.Check(context.Background(), [][]*x509.Certificate{{leaf, root}}); err != nil {
 		b.Fatal(err)
 	}
-	old := gateway.pki.Swap(checker)
-	b.Cleanup(func() { gateway.pki.Store(old) })
+	withApp(b, &App{checker: checker})
 	b.Run("with pki", serve)
 }

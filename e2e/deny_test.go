@@ -2,7 +2,10 @@ package e2e
 
 import (
 	"crypto/x509/pkix"
+	"fmt"
+	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -222,4 +225,42 @@ func TestDenyPersistsAcrossRestart(t *testing.T) {
 	if got := g.denyEntries(t); !slices.Contains(got, c.subject()) {
 		t.Errorf("after restart GET lists %q, want %q among them", got, c.subject())
 	}
+}
+
+// TestDenySurvivesFailedReload proves that a reload that fails to start (its new site's port is
+// taken) leaves the running configuration's gateway-wide deny list in force: the denied client
+// is still refused and the list is still served and editable. Caddy starts a config's apps in
+// no set order, so the reload is tried several times: the nutsgate app starts before the http
+// app fails in about half of them.
+func TestDenySurvivesFailedReload(t *testing.T) {
+	t.Parallel()
+	g := startMTLSGateway(t, relaxedRate, relaxedRate)
+	c, later := g.pki.client(t, "failed-reload-denied"), g.pki.client(t, "failed-reload-later")
+	g.changeDeny(t, http.MethodPost, c.subject())
+	g.expectAccess(t, "before the reloads", http.StatusForbidden, c)
+
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	cfg, err := os.ReadFile(g.cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failing := filepath.Join(t.TempDir(), "Caddyfile")
+	writeFileAtomic(t, failing, []byte(string(cfg)+"\nhttp://"+busy.Addr().String()+" {\n\trespond \"never\"\n}\n"))
+	for i := range 6 {
+		res := runBin(t, cliTimeout, "reload", "--config", failing, "--adapter", "caddyfile", "--address", g.addr(g.Admin))
+		if res.code == 0 {
+			t.Fatalf("reload %d onto a taken port succeeded; the test proves nothing", i+1)
+		}
+		what := fmt.Sprintf("after failed reload %d", i+1)
+		g.expectAccess(t, what, http.StatusForbidden, c)
+		if got := g.denyEntries(t); !slices.Contains(got, c.subject()) {
+			t.Fatalf("%s: GET /nutsgate/deny lists %q, want %q among them", what, got, c.subject())
+		}
+	}
+	g.changeDeny(t, http.MethodPost, later.subject())
+	g.expectAccess(t, "denied after the failed reloads", http.StatusForbidden, later)
 }
