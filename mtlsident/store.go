@@ -1,6 +1,7 @@
 package mtlsident
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -49,7 +50,11 @@ func (s *Store) List() *DenyList { return s.list.Load() }
 // read is an error, and leaves the list in force. The file is read under
 // the same lock as changes are written, so a load never puts back a list
 // older than a change it raced with.
-func (s *Store) Load() error {
+func (s *Store) Load() error { return s.load(nil) }
+
+// load is Load; with want not nil, the file is loaded only if it holds
+// want, else the error is filewatch.ErrChanged.
+func (s *Store) load(want []byte) error {
 	if s.path == "" {
 		return nil
 	}
@@ -61,6 +66,10 @@ func (s *Store) Load() error {
 	if err != nil {
 		s.mu.Unlock()
 		return fmt.Errorf("reading deny file: %v", err)
+	}
+	if want != nil && !bytes.Equal(data, want) {
+		s.mu.Unlock()
+		return filewatch.ErrChanged
 	}
 	list, skipped := ParseDenyFile(data)
 	s.list.Store(list)
@@ -82,8 +91,11 @@ func (s *Store) Watch(ctx context.Context, interval time.Duration, logger *zap.L
 	if s.path == "" {
 		return
 	}
-	w := &filewatch.Watcher{Path: s.path, Logger: logger, MissingIsEmpty: true, Load: func([]byte) error {
-		if err := s.Load(); err != nil {
+	// The file is read again under the lock of changes: a change through
+	// the store made since the watcher read it is never undone, and the
+	// content in force is the one that settled.
+	w := &filewatch.Watcher{Path: s.path, Logger: logger, MissingIsEmpty: true, Load: func(data []byte) error {
+		if err := s.load(data); err != nil {
 			return err
 		}
 		if onLoad != nil {

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"github.com/nutsgate/nutsgate/internal/filewatch"
 )
 
 func TestStore(t *testing.T) {
@@ -88,6 +90,23 @@ func TestStore(t *testing.T) {
 	}
 	if _, err := NewStore("", nil).Add(a); !errors.Is(err, ErrNoFile) {
 		t.Fatalf("store without file: %v", err)
+	}
+}
+
+// The watcher's load puts in force only the content it saw settle: if the file holds another
+// by then (a change through the store, or another edit), nothing changes and the watcher is
+// told to look again.
+func TestStoreLoadSettled(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "deny")
+	if err := os.WriteFile(path, []byte("CN=a\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(path, nil)
+	if err := s.load([]byte("")); !errors.Is(err, filewatch.ErrChanged) || len(s.List().Entries()) != 0 {
+		t.Fatalf("load of a content the file no longer holds: %v, %d entries; want ErrChanged and nothing", err, len(s.List().Entries()))
+	}
+	if err := s.load([]byte("CN=a\n")); err != nil || len(s.List().Entries()) != 1 {
+		t.Fatalf("load of the file's content: %v, %d entries; want 1", err, len(s.List().Entries()))
 	}
 }
 

@@ -52,21 +52,37 @@ type Watcher struct {
 // once the file differs from it.
 func (w *Watcher) Prime(data []byte) { w.last = data }
 
+// ErrChanged is what Load returns when the file no longer holds the
+// content it was given (it changed again meanwhile): nothing is logged, and
+// the next check reads the file anew.
+var ErrChanged = errors.New("the file changed while it was loaded")
+
 // Check reads the file and hands it to Load if it changed and then stayed
 // the same for w.Settle (a content still changing is left to a later check).
 // A file that cannot be read (removed, unless MissingIsEmpty, or unreadable)
 // leaves the content in force and is logged once.
-func (w *Watcher) Check() {
+func (w *Watcher) Check() { w.check(context.Background()) }
+
+// check is Check, which gives up when ctx ends.
+func (w *Watcher) check(ctx context.Context) {
 	data, ok := w.read()
 	if !ok || (w.last != nil && bytes.Equal(data, w.last)) {
 		return
 	}
-	time.Sleep(cmp.Or(w.Settle, DefaultSettle))
+	select {
+	case <-time.After(cmp.Or(w.Settle, DefaultSettle)):
+	case <-ctx.Done():
+		return
+	}
 	if again, ok := w.read(); !ok || !bytes.Equal(again, data) {
 		return
 	}
+	err := w.Load(data)
+	if errors.Is(err, ErrChanged) {
+		return
+	}
 	w.last = data
-	if err := w.Load(data); err != nil {
+	if err != nil {
 		w.Logger.Error("file invalid; keeping what is in force", zap.String("file", w.Path), zap.Error(err))
 	}
 }
@@ -100,7 +116,7 @@ func (w *Watcher) Run(ctx context.Context, interval time.Duration) {
 			if ctx.Err() != nil { // both were ready: the end wins
 				return
 			}
-			w.Check()
+			w.check(ctx)
 		}
 	}
 }

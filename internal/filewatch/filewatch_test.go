@@ -135,3 +135,27 @@ func TestWatcherHalfWritten(t *testing.T) {
 		t.Fatalf("loads %q, want %q: a half-written file was put in force", loads, want)
 	}
 }
+
+// A Load that finds the file changed again (ErrChanged) leaves nothing recorded: the next
+// check hands the content over again, and nothing is logged.
+func TestWatcherLoadFindsChanged(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	core, logs := observer.New(zap.InfoLevel)
+	calls := 0
+	w := &Watcher{Path: path, Logger: zap.New(core), Settle: time.Millisecond, Load: func([]byte) error {
+		calls++
+		if calls == 1 {
+			return ErrChanged
+		}
+		return nil
+	}}
+	w.Check()
+	w.Check()
+	w.Check() // loaded at the second: unchanged since
+	if calls != 2 || logs.Len() != 0 {
+		t.Fatalf("Load called %d times, %d log lines; want 2 and none", calls, logs.Len())
+	}
+}
