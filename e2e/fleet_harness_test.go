@@ -242,29 +242,9 @@ func denyBody(entry string) string {
 	return string(body)
 }
 
-// poll sends one /n2n request as c to r and returns the outcome; a request refused with a
-// status must never have reached the node. A request whose connection is closed before any
-// answer is made again, at most twice, and is not held against the gateway: while a deny made
-// on another replica takes effect, a request let through just before it can reach the node and
-// then lose its connection to the sweep of the denied client's connections.
-func (r *replica) poll(t *testing.T, c *leafCert) httpsResult {
-	t.Helper()
-	var res httpsResult
-	for range 3 {
-		path := n2nPath("fleet")
-		if res = r.get(t, c, path, nil); res.err == nil {
-			if res.status != http.StatusOK && r.node.SawPath(path) {
-				t.Errorf("replica %s answered %s to %s, which the node received: the gateway should have refused it", r.name, res, path)
-			}
-			break
-		}
-	}
-	return res
-}
-
 // awaitAccess polls every replica of rs until a /n2n request of c gets want on each, for at most
 // within from now, and returns how long each took (refused requests are asserted never to reach
-// the node, by poll).
+// the node, by access).
 func awaitAccess(t *testing.T, what string, within time.Duration, want int, c *leafCert, rs ...*replica) map[string]time.Duration {
 	t.Helper()
 	start := time.Now()
@@ -275,7 +255,7 @@ func awaitAccess(t *testing.T, what string, within time.Duration, want int, c *l
 			if _, done := took[r.name]; done {
 				continue
 			}
-			res := r.poll(t, c)
+			res := r.access(t, c)
 			if res.statusOr() == want {
 				took[r.name] = time.Since(start)
 			} else {
