@@ -520,6 +520,22 @@ func newSigner(t *testing.T) (ed25519.PrivateKey, []byte) {
 	return priv, pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
+// writeSigner writes a signer's public key PEM to a file of its own and returns its path.
+func writeSigner(t *testing.T, pubPEM []byte) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "signer.pem")
+	if err := os.WriteFile(path, pubPEM, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// pkiRefusals is the gateway's nutsgate_pki_refusals_total{reason}.
+func (g *pkiGateway) pkiRefusals(t *testing.T, reason string) float64 {
+	t.Helper()
+	return scrapeMetricsAt(t, g.addr(g.Admin), "nutsgate_pki_")[sample("nutsgate_pki_refusals_total", "reason", reason)]
+}
+
 // ---- the gateway ----
 
 // pkiCaddyfile is the configuration of the revocation gateways: the n2n port (client

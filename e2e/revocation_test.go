@@ -122,11 +122,11 @@ func TestPKIRevocation(t *testing.T) {
 		x := ca.leaf(t, "x", time.Time{})
 		ca.revoke(x.leaf.SerialNumber)
 		ca.publish(t)
-		before := scrapeMetricsAt(t, g.addr(g.Admin), "nutsgate_pki_")[sample("nutsgate_pki_refusals_total", "reason", "revoked")]
+		before := g.pkiRefusals(t, "revoked")
 		if err := g.tlsAlert(x, g.N2N); err != nil {
 			t.Fatalf("revoked client: %v", err)
 		}
-		after := scrapeMetricsAt(t, g.addr(g.Admin), "nutsgate_pki_")[sample("nutsgate_pki_refusals_total", "reason", "revoked")]
+		after := g.pkiRefusals(t, "revoked")
 		if after < before+1 {
 			t.Errorf("nutsgate_pki_refusals_total{reason=\"revoked\"} went from %v to %v after a refusal, want +1 at least", before, after)
 		}
@@ -424,7 +424,7 @@ func TestPKIMaxStale(t *testing.T) {
 		}
 		g.expectHandshakeRefused(t, "CRL past due by more than max_stale", c)
 		g.expectIdentRefused(t, "CRL past due by more than max_stale", c, "status unknown")
-		if got := scrapeMetricsAt(t, g.addr(g.Admin), "nutsgate_pki_")[sample("nutsgate_pki_refusals_total", "reason", "stale")]; got < 1 {
+		if got := g.pkiRefusals(t, "stale"); got < 1 {
 			t.Errorf("nutsgate_pki_refusals_total{reason=\"stale\"} = %v, want at least 1", got)
 		}
 	})
@@ -438,17 +438,14 @@ func TestPKIMaxStaleDenylist(t *testing.T) {
 	root := newRootCA(t, srv, "pki-stale-list-root")
 	root.publish(t)
 	_, pubPEM := newSigner(t)
-	signerFile := filepath.Join(t.TempDir(), "signer.pem")
-	if err := os.WriteFile(signerFile, pubPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	signerFile := writeSigner(t, pubPEM)
 	g := startPKIGateway(t, root, pkiConfig{maxStale: "1s", denylistURL: deadURL(t, "/denylist.jws"), signerFile: signerFile})
 	ca := root.intermediate(t, "stale-list-int")
 	ca.publish(t)
 	c := ca.leaf(t, "client", time.Time{})
 	g.expectHandshakeRefused(t, "denylist never fetched, max_stale 1s", c)
 	g.expectRefusalLogged(t, c, "stale")
-	if got := scrapeMetricsAt(t, g.addr(g.Admin), "nutsgate_pki_")[sample("nutsgate_pki_refusals_total", "reason", "stale")]; got < 1 {
+	if got := g.pkiRefusals(t, "stale"); got < 1 {
 		t.Errorf("nutsgate_pki_refusals_total{reason=\"stale\"} = %v, want at least 1", got)
 	}
 }
@@ -464,10 +461,7 @@ func TestPKIDenylist(t *testing.T) {
 	root := newRootCA(t, srv, "pki-deny-root")
 	root.publish(t)
 	key, pubPEM := newSigner(t)
-	signerFile := filepath.Join(t.TempDir(), "signer.pem")
-	if err := os.WriteFile(signerFile, pubPEM, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	signerFile := writeSigner(t, pubPEM)
 	const listPath = "/denylist/denylist.jws"
 	srv.set(listPath, signDenylist(t, key, nil))
 	g := startPKIGateway(t, root, pkiConfig{denylistURL: srv.url(listPath), signerFile: signerFile})
@@ -687,10 +681,7 @@ func TestPKIValidate(t *testing.T) {
 	t.Run("good signer", func(t *testing.T) {
 		t.Parallel()
 		_, pubPEM := newSigner(t)
-		signer := filepath.Join(t.TempDir(), "signer.pem")
-		if err := os.WriteFile(signer, pubPEM, 0o600); err != nil {
-			t.Fatal(err)
-		}
+		signer := writeSigner(t, pubPEM)
 		settings := mtlsSettings{Admin: 1, N2N: 2, GRPC: 3, Dir: t.TempDir(), NodePublic: "127.0.0.1:4", NodeGRPC: "127.0.0.1:5"}
 		tmpl := pkiConfig{denylistURL: srv.url("/list.jws"), signerFile: signer, maxStale: "4h"}.template(6)
 		cfg := writeGatewayDir(t, settings.Dir, serverFiles(t, root.testPKI, map[string][]byte{"deny.txt": nil}), tmpl, settings)
