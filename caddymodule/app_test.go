@@ -12,9 +12,9 @@ import (
 	"github.com/nutsgate/nutsgate/mtlsident"
 )
 
-// startedApp provisions and starts an app with a deny file holding entries, as a config's
-// start would, and returns it with the function that ends its config.
-func startedApp(t *testing.T, entries string) (*App, context.CancelFunc) {
+// provisionedApp provisions an app with a deny file holding entries, as a config's load
+// would, and returns it with the function that ends its config.
+func provisionedApp(t *testing.T, entries string) (*App, context.CancelFunc) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "deny")
 	if err := os.WriteFile(path, []byte(entries), 0o600); err != nil {
@@ -26,6 +26,13 @@ func startedApp(t *testing.T, entries string) (*App, context.CancelFunc) {
 	if err := a.Provision(ctx); err != nil {
 		t.Fatal(err)
 	}
+	return a, end
+}
+
+// startedApp is provisionedApp, started.
+func startedApp(t *testing.T, entries string) (*App, context.CancelFunc) {
+	t.Helper()
+	a, end := provisionedApp(t, entries)
 	if err := a.Start(); err != nil {
 		t.Fatal(err)
 	}

@@ -394,16 +394,7 @@ func TestExpiryOfTheChain(t *testing.T) {
 // with the empty list of that moment; and if the config ends without starting, it gets 503.
 func TestMTLSIdentAwaitsTheApp(t *testing.T) {
 	withStore(t, nil) // no app has started yet
-	path := filepath.Join(t.TempDir(), "deny")
-	if err := os.WriteFile(path, []byte("CN=early\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	appCtx, endConfig := caddy.NewContext(caddy.Context{Context: context.Background()})
-	defer endConfig()
-	a := &App{DenyFile: path}
-	if err := a.Provision(appCtx); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := provisionedApp(t, "CN=early\n")
 	t.Cleanup(func() { a.Stop() })
 	m := provisioned(t, &MTLSIdent{})
 	m.app = a // what Provision finds in a config with the app
@@ -433,11 +424,7 @@ func TestMTLSIdentAwaitsTheApp(t *testing.T) {
 		t.Fatal("the request still waits after the app started")
 	}
 
-	b := &App{DenyFile: path}
-	bCtx, endB := caddy.NewContext(caddy.Context{Context: context.Background()})
-	if err := b.Provision(bCtx); err != nil {
-		t.Fatal(err)
-	}
+	b, endB := provisionedApp(t, "CN=early\n")
 	m.app = b
 	next, served = serve()
 	endB() // the config ends (a failed reload) before b starts
