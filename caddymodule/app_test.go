@@ -14,7 +14,7 @@ import (
 
 // provisionedApp provisions an app with a deny file holding entries, as a config's load
 // would, and returns it with the function that ends its config.
-func provisionedApp(t *testing.T, entries string) (*App, context.CancelFunc) {
+func provisionedApp(t testing.TB, entries string) (*App, context.CancelFunc) {
 	t.Helper()
 	path := filepath.Join(t.TempDir(), "deny")
 	if err := os.WriteFile(path, []byte(entries), 0o600); err != nil {
@@ -30,7 +30,7 @@ func provisionedApp(t *testing.T, entries string) (*App, context.CancelFunc) {
 }
 
 // startedApp is provisionedApp, started.
-func startedApp(t *testing.T, entries string) (*App, context.CancelFunc) {
+func startedApp(t testing.TB, entries string) (*App, context.CancelFunc) {
 	t.Helper()
 	a, end := provisionedApp(t, entries)
 	if err := a.Start(); err != nil {

@@ -357,7 +357,7 @@ func BenchmarkMTLSIdent(b *testing.B) {
 			request(cert, nil)
 		}
 	})
-	b.Run("setup and mtls_ident", func(b *testing.B) {
+	serve := func(b *testing.B) {
 		b.ReportAllocs()
 		for b.Loop() {
 			r, _ := request(cert, nil)
@@ -365,7 +365,13 @@ func BenchmarkMTLSIdent(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-	})
+	}
+	b.Run("setup and mtls_ident", serve)
+	// As in a config with the nutsgate app: each request first sees that it has started.
+	a, _ := startedApp(b, "sha256:"+strings.Repeat("ab", 32)+"\n")
+	b.Cleanup(func() { a.Stop() })
+	m.app = a
+	b.Run("setup and mtls_ident, with the app", serve)
 }
 
 // A client whose chain holds a CA certificate that expires before its own
